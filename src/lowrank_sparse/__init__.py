@@ -1,0 +1,15 @@
+"""Personalization with low-rank plus sparse user parameters: theta_i = U w_i + b_i."""
+
+from . import metrics
+from .amht import FitResult, History, amht_lrs, moment_init
+from .data import Data, Problem, make_problem, sample_data
+from .estimators import AMHTLRS, KnownSubspace, Oracle
+from .local import LocalFit, local_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AMHTLRS", "Data", "FitResult", "History", "KnownSubspace", "LocalFit", "Oracle",
+    "Problem", "amht_lrs", "local_step", "make_problem", "metrics", "moment_init",
+    "sample_data", "__version__",
+]
