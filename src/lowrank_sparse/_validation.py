@@ -48,8 +48,8 @@ def check_array(name: str, value, ndim: int) -> np.ndarray:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions; got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} must be finite (no NaN or inf); got {arr[tuple(bad)]} at index {tuple(bad)}")
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite (no NaN or inf); got {arr[bad]} at index {bad}")
     return arr
 
 

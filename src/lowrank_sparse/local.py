@@ -7,9 +7,12 @@ For user i with data X_i (n, d), y_i (n) and A_i = X_i U (n, r), the local step 
 by hard thresholding pursuit (HTP, Foucart 2011) on b with w eliminated by least
 squares: a gradient step on b along X_i^T P_i (y_i - X_i b), where P_i projects onto the
 orthogonal complement of range(A_i); keep the k largest entries; refit (w, b) by least
-squares on the chosen support. The step size is the normalized-IHT one (Blumensath and
-Davies 2010), exact line search along the gradient restricted to the current support, so
-it needs no tuning and does not depend on the scale of the data.
+squares on the chosen support. The step size is an exact line search along the k
+largest entries of the gradient (as in normalized IHT, Blumensath and Davies 2010; after
+the refit the gradient vanishes on the current support, so the search direction is the
+best k-sparse one off it), so it needs no tuning and does not depend on the data scale.
+HTP is started from greedy (orthogonal matching pursuit) supports and from the previous
+outer iteration's supports; each user keeps the start with the smallest residual.
 
 Every operation carries a leading user axis; users are processed in chunks only to bound
 the memory of temporaries.
@@ -106,8 +109,12 @@ def _htp(X, y, A, Q, k, S0, max_iter):
         b = np.zeros((t, d))
         np.put_along_axis(b, S, coef[:, r:], axis=1)
         g = (res[:, None, :] @ X)[:, 0, :]  # (t, d) = X_i^T P_i residual
-        gS = np.take_along_axis(g, S, axis=1)
-        XS = np.take_along_axis(X, S[:, None, :], axis=2)
+        # Line search along the k largest gradient entries. (The gradient vanishes on the
+        # current support after the least-squares refit, so the step size of normalized
+        # IHT, computed on that support, would be 0 / 0.)
+        T = _top_k(g, k)
+        gS = np.take_along_axis(g, T, axis=1)
+        XS = np.take_along_axis(X, T[:, None, :], axis=2)
         PXg = _project_out(Q, (XS @ gS[..., None])[..., 0])
         denom = np.einsum("tn,tn->t", PXg, PXg)
         eta = np.einsum("tk,tk->t", gS, gS) / np.where(denom > 0, denom, 1.0)
