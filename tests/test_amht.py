@@ -122,8 +122,11 @@ def test_cg_u_step_solves_the_normal_equations_exactly():
 
 def test_cg_and_direct_fits_agree():
     problem, data = make_instance(d=30, t=150, r=3, k=2, n=25, noise=0.05, seed=5)
-    cg = ls.amht_lrs(data.X, data.y, 3, 2, solver="cg", n_iter=15, tol=0)
-    direct = ls.amht_lrs(data.X, data.y, 3, 2, solver="direct", n_iter=15, tol=0)
+    # The CG U step is solved inexactly (to 1% of the last change of U): the two fits
+    # reach the same fixed point.
+    cg = ls.amht_lrs(data.X, data.y, 3, 2, solver="cg", tol=1e-12)
+    direct = ls.amht_lrs(data.X, data.y, 3, 2, solver="direct", tol=1e-12)
+    assert cg.converged and direct.converged
     np.testing.assert_allclose(cg.theta, direct.theta, atol=1e-9)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .local import user_chunks
+from ._linalg import correlations, matvec, user_chunks
 
 
 def _rhs(X, Z, W, omega, chunk_size):
@@ -32,8 +32,7 @@ def _rhs(X, Z, W, omega, chunk_size):
     d = X.shape[2]
     R = np.zeros((d, W.shape[1]))
     for sl in user_chunks(X.shape[0], chunk_size):
-        g = (Z[sl, None, :] @ X[sl])[:, 0, :]  # (tc, d)
-        R += g.T @ (omega[sl, None] * W[sl])
+        R += correlations(X[sl], Z[sl]).T @ (omega[sl, None] * W[sl])
     return R
 
 
@@ -41,9 +40,8 @@ def _apply(X, V, W, omega, chunk_size):
     """(d, r) sum_i omega_i X_i^T X_i V w_i w_i^T."""
     out = np.zeros_like(V)
     for sl in user_chunks(X.shape[0], chunk_size):
-        Xc = X[sl]
-        q = (Xc @ (W[sl] @ V.T)[..., None])[..., 0] * omega[sl, None]  # (tc, n)
-        out += (q[:, None, :] @ Xc)[:, 0, :].T @ W[sl]
+        q = matvec(X[sl], W[sl] @ V.T) * omega[sl, None]  # (tc, n)
+        out += correlations(X[sl], q).T @ W[sl]
     return out
 
 

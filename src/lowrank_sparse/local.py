@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._linalg import batched_solve, correlations, default_chunk_size, gather_columns, user_chunks
+
 
 @dataclass(frozen=True)
 class LocalFit:
@@ -42,40 +44,13 @@ class LocalFit:
         return B
 
 
-def user_chunks(t: int, chunk_size: int):
-    """Slices that cover range(t) in blocks of ``chunk_size`` users."""
-    for start in range(0, t, chunk_size):
-        yield slice(start, min(start + chunk_size, t))
-
-
-def default_chunk_size(n: int, d: int) -> int:
-    """Users per chunk so that one chunk of X is about 256 MB in float64.
-
-    It depends only on the data shape, never on the machine, so results are reproducible.
-    """
-    return max(1, (1 << 25) // max(1, n * d))
-
-
-def batched_solve(G: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Solve G_i x_i = h_i for a stack. G: (t, m, m) symmetric PSD, h: (t, m) -> (t, m).
-
-    Falls back to the pseudo-inverse for the stack when some G_i is singular (a user
-    whose design is rank deficient), so one degenerate user cannot stop the fit.
-    """
-    try:
-        return np.linalg.solve(G, h[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return (np.linalg.pinv(G, hermitian=True) @ h[..., None])[..., 0]
-
-
 def refit(X: np.ndarray, y: np.ndarray, A: np.ndarray, S: np.ndarray):
     """Least squares of y_i on [A_i, X_i[:, S_i]] for every user.
 
     X: (t, n, d), y: (t, n), A: (t, n, r), S: (t, k) int.
     Returns coef (t, r + k) and residual (t, n).
     """
-    XS = np.take_along_axis(X, S[:, None, :], axis=2)  # (t, n, k)
-    M = np.concatenate([A, XS], axis=2)  # (t, n, r + k)
+    M = np.concatenate([A, gather_columns(X, S)], axis=2)  # (t, n, r + k)
     Mt = M.transpose(0, 2, 1)
     coef = batched_solve(Mt @ M, (Mt @ y[..., None])[..., 0])
     residual = y - (M @ coef[..., None])[..., 0]
@@ -98,35 +73,42 @@ def _htp(X, y, A, Q, k, S0, max_iter):
 
     Returns the best (lowest residual) support, coefficients (t, r + k) and squared
     residual (t,) seen per user, so a user whose iterates cycle keeps its best point.
+    Only users whose support still changes are iterated on (an active set), so a few
+    slow users do not make every user pay for their iterations.
     """
-    t, n, d = X.shape
     r = A.shape[2]
     S = np.sort(S0, axis=1)
     coef, res = refit(X, y, A, S)
     best_S, best_coef = S.copy(), coef.copy()
     best_res = np.einsum("tn,tn->t", res, res)
+    active = None  # None: all users, as views; else the indices still moving
+    Xa, ya, Aa, Qa = X, y, A, Q
     for _ in range(max_iter):
+        t, n, d = Xa.shape
         b = np.zeros((t, d))
         np.put_along_axis(b, S, coef[:, r:], axis=1)
-        g = (res[:, None, :] @ X)[:, 0, :]  # (t, d) = X_i^T P_i residual
+        g = correlations(Xa, res)  # (t, d) = X_i^T P_i residual
         # Line search along the k largest gradient entries. (The gradient vanishes on the
         # current support after the least-squares refit, so the step size of normalized
         # IHT, computed on that support, would be 0 / 0.)
         T = _top_k(g, k)
-        gS = np.take_along_axis(g, T, axis=1)
-        XS = np.take_along_axis(X, T[:, None, :], axis=2)
-        PXg = _project_out(Q, (XS @ gS[..., None])[..., 0])
+        gT = np.take_along_axis(g, T, axis=1)
+        PXg = _project_out(Qa, np.einsum("tnk,tk->tn", gather_columns(Xa, T), gT))
         denom = np.einsum("tn,tn->t", PXg, PXg)
-        eta = np.einsum("tk,tk->t", gS, gS) / np.where(denom > 0, denom, 1.0)
+        eta = np.einsum("tk,tk->t", gT, gT) / np.where(denom > 0, denom, 1.0)
         S_new = _top_k(b + eta[:, None] * g, k)
-        if np.array_equal(S_new, S):
+        moving = np.any(S_new != S, axis=1)
+        if not moving.any():
             break  # a fixed point of HTP for every user
-        S = S_new
-        coef, res = refit(X, y, A, S)
+        keep = np.nonzero(moving)[0]
+        active = keep if active is None else active[keep]
+        Xa, ya, Aa, Qa = X[active], y[active], A[active], Q[active]
+        S = S_new[keep]
+        coef, res = refit(Xa, ya, Aa, S)
         res_sq = np.einsum("tn,tn->t", res, res)
-        better = res_sq < best_res
-        best_S[better], best_coef[better] = S[better], coef[better]
-        best_res = np.where(better, res_sq, best_res)
+        better = res_sq < best_res[active]
+        best_S[active[better]], best_coef[active[better]] = S[better], coef[better]
+        best_res[active[better]] = res_sq[better]
     return best_S, best_coef, best_res
 
 
@@ -147,7 +129,7 @@ def _greedy(X, y, A, Q, k, first, colnorm):
         coef, res = refit(X, y, A, S)
         if S.shape[1] == k:
             return np.sort(S, axis=1)
-        score = np.abs((res[:, None, :] @ X)[:, 0, :]) / colnorm
+        score = np.abs(correlations(X, res)) / colnorm
         np.put_along_axis(score, S, -np.inf, axis=1)
         S = np.concatenate([S, np.argmax(score, axis=1)[:, None]], axis=1)
 
@@ -161,8 +143,29 @@ def _keep_better(best, candidate):
     return S, coef, np.minimum(res, res_c)
 
 
-def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, max_iter=20,
-               chunk_size=None) -> LocalFit:
+def _warm_start(X, y, U, k, S0, max_iter):
+    """HTP from the supports S0 (t, k) for a block of users."""
+    A = (X.reshape(-1, X.shape[2]) @ U).reshape(X.shape[0], X.shape[1], -1)
+    return _htp(X, y, A, np.linalg.qr(A)[0], k, S0, max_iter)
+
+
+def _greedy_starts(X, y, U, k, n_starts, max_iter):
+    """Best of HTP runs from ``n_starts`` greedy supports for a block of users."""
+    t, n, d = X.shape
+    A = (X.reshape(-1, d) @ U).reshape(t, n, -1)  # one GEMM for the block
+    Q = np.linalg.qr(A)[0]  # (t, n, r) basis of range(A_i)
+    colnorm = _projected_column_norms(X, Q)
+    score = np.abs(correlations(X, _project_out(Q, y))) / colnorm
+    seeds = np.argsort(-score, axis=1, kind="stable")[:, :n_starts]
+    best = None
+    for s in range(seeds.shape[1]):
+        found = _htp(X, y, A, Q, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm), max_iter)
+        best = found if best is None else _keep_better(best, found)
+    return best
+
+
+def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_above=2.0,
+               max_iter=20, chunk_size=None) -> LocalFit:
     """Fit (w_i, b_i) for every user with U fixed.
 
     Parameters
@@ -177,15 +180,21 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, max_iter=20,
     n_starts : int, default 1
         Greedy starts: HTP is started from the orthogonal-matching-pursuit supports
         seeded with each of the ``n_starts`` coordinates most correlated with the
-        projected response (1 is plain OMP), plus the warm start if given; each user
-        keeps the start with the smallest residual. HTP from b = 0 fails often when n is
-        near r + k; OMP seeds make the local step succeed with far fewer samples
-        (noiseless, d=50, r=k=2 with U known: 50% of users at n ~ 9 with one start, ~ 7
-        with four, against ~ 15 for HTP from b = 0).
+        projected response (1 is plain OMP); each user keeps the start with the smallest
+        residual. HTP from b = 0 fails often when n is near r + k; OMP seeds make the
+        local step succeed with far fewer samples (noiseless, d=50, r=k=2 with U known:
+        50% of users at n ~ 9 with one start, ~ 7 with four, against ~ 15 for HTP from
+        b = 0).
+    restart_above : float or None, default 2.0
+        With a warm start, only users whose warm-started residual norm exceeds
+        ``restart_above`` times the median residual norm are restarted from the greedy
+        supports (the others are already at a good fixed point; this keeps an outer
+        iteration close to the cost of a few passes over the data). None restarts all.
     max_iter : int, default 20
         Maximum HTP iterations per start; HTP stops earlier when no support changes.
     chunk_size : int, optional
-        Users per block (memory bound); default from :func:`default_chunk_size`.
+        Users per block (memory bound); default from :func:`default_chunk_size`. The
+        result does not depend on it beyond rounding.
 
     Returns
     -------
@@ -195,28 +204,29 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, max_iter=20,
     r = U.shape[1]
     k = sparsity
     chunk_size = chunk_size or default_chunk_size(n, d)
-    W = np.empty((t, r))
-    support = np.empty((t, k), dtype=np.intp)
-    values = np.empty((t, k))
-    residual = np.empty(t)
-    for sl in user_chunks(t, chunk_size):
-        Xc, yc = X[sl], y[sl]
-        A = (Xc.reshape(-1, d) @ U).reshape(Xc.shape[0], n, r)  # one GEMM for the chunk
-        if k == 0:
-            coef, res = refit(Xc, yc, A, np.empty((Xc.shape[0], 0), dtype=np.intp))
-            S, res_sq = support[sl], np.einsum("tn,tn->t", res, res)
-        else:
-            Q = np.linalg.qr(A)[0]  # (tc, n, r) basis of range(A_i)
-            colnorm = _projected_column_norms(Xc, Q)
-            score = np.abs((_project_out(Q, yc)[:, None, :] @ Xc)[:, 0, :]) / colnorm
-            seeds = np.argsort(-score, axis=1, kind="stable")[:, :n_starts]
-            best = None
-            if support_init is not None:
-                best = _htp(Xc, yc, A, Q, k, support_init[sl], max_iter)
-            for s in range(min(n_starts, d)):
-                S0 = _greedy(Xc, yc, A, Q, k, seeds[:, s], colnorm)
-                found = _htp(Xc, yc, A, Q, k, S0, max_iter)
-                best = found if best is None else _keep_better(best, found)
-            S, coef, res_sq = best
-        W[sl], support[sl], values[sl], residual[sl] = coef[:, :r], S, coef[:, r:], res_sq
-    return LocalFit(W=W, support=support, values=values, residual=residual)
+    support = np.zeros((t, k), dtype=np.intp)
+    coef = np.empty((t, r + k))
+    residual = np.full(t, np.inf)
+    if k == 0:
+        for sl in user_chunks(t, chunk_size):
+            A = (X[sl].reshape(-1, d) @ U).reshape(-1, n, r)
+            coef[sl], res = refit(X[sl], y[sl], A, support[sl])
+            residual[sl] = np.einsum("tn,tn->t", res, res)
+        return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual)
+
+    restart = np.arange(t)
+    if support_init is not None:
+        for sl in user_chunks(t, chunk_size):
+            support[sl], coef[sl], residual[sl] = _warm_start(
+                X[sl], y[sl], U, k, support_init[sl], max_iter)
+        if restart_above is not None:
+            rho = np.sqrt(residual)
+            restart = np.nonzero(rho > restart_above * np.median(rho))[0]
+    all_users = restart.size == t
+    for sl in user_chunks(restart.size, chunk_size):
+        # All users: a slice of X (a view); a subset: a copy of those users only.
+        idx = sl if all_users else restart[sl]
+        found = _greedy_starts(X[idx], y[idx], U, k, n_starts, max_iter)
+        support[idx], coef[idx], residual[idx] = _keep_better(
+            (support[idx], coef[idx], residual[idx]), found)
+    return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual)

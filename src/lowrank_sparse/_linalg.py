@@ -1,0 +1,50 @@
+"""Batched linear algebra over a leading user axis, shared by every estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def user_chunks(t: int, chunk_size: int):
+    """Slices that cover range(t) in blocks of ``chunk_size`` users."""
+    for start in range(0, t, chunk_size):
+        yield slice(start, min(start + chunk_size, t))
+
+
+def default_chunk_size(n: int, d: int) -> int:
+    """Users per chunk so that one chunk of X is about 256 MB in float64.
+
+    It depends only on the data shape, never on the machine, so results are reproducible.
+    """
+    return max(1, (1 << 25) // max(1, n * d))
+
+
+def batched_solve(G: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Solve G_i x_i = h_i for a stack. G: (t, m, m) symmetric PSD, h: (t, m) -> (t, m).
+
+    Falls back to the pseudo-inverse for the stack when some G_i is singular (a user
+    whose design is rank deficient), so one degenerate user cannot stop the fit.
+    """
+    try:
+        return np.linalg.solve(G, h[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return (np.linalg.pinv(G, hermitian=True) @ h[..., None])[..., 0]
+
+
+def gather_columns(X: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """(t, n, k) columns S_i of every X_i. X: (t, n, d), S: (t, k) int.
+
+    Advanced indexing on the first and last axes is about 3x faster than
+    ``np.take_along_axis`` here; it returns (t, k, n), transposed as a view.
+    """
+    return X[np.arange(X.shape[0])[:, None], :, S].transpose(0, 2, 1)
+
+
+def correlations(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(t, d) X_i^T v_i for every user. X: (t, n, d), v: (t, n)."""
+    return np.einsum("tnd,tn->td", X, v)
+
+
+def matvec(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(t, n) X_i v_i for every user. X: (t, n, d), v: (t, d)."""
+    return np.einsum("tnd,td->tn", X, v)
