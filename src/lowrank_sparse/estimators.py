@@ -10,6 +10,7 @@ import numpy as np
 
 from ._validation import check_array, check_rank_sparsity, check_subspace, check_xy
 from .amht import FitResult, amht_lrs
+from .dp_amht import dp_amht_lrs
 from .local import LocalFit, local_step, refit
 
 
@@ -134,3 +135,36 @@ class Oracle(PersonalizedModel):
         B = np.zeros((t, d))
         np.put_along_axis(B, S, coef[:, r:], axis=1)
         return self._store(U, coef[:, :r], B)
+
+
+class DPAMHTLRS(PersonalizedModel):
+    """DP-AMHT-LRS estimator; see :func:`lowrank_sparse.dp_amht.dp_amht_lrs`.
+
+    After ``fit``: ``U_``, ``W_``, ``B_``, ``theta_``, ``history_``, ``n_iter_`` and
+    ``privacy_`` (:class:`lowrank_sparse.privacy.PrivacyReport`: ``epsilon_spent``,
+    ``epsilon_target``, ``delta``, ``noise_multiplier``, ``clip``, the neighbouring
+    relation and the releases). Only U is released; ``W_`` and ``B_`` are what each user
+    computes locally from the released U.
+    """
+
+    def __init__(self, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
+                 clip_init=None, clip_grad=None, clip_gram=None, chunk_size=None, rng=None):
+        self.rank = rank
+        self.sparsity = sparsity
+        self.epsilon = epsilon
+        self.delta = delta
+        self.n_iter = n_iter
+        self.y_scale = y_scale
+        self.clip_init = clip_init
+        self.clip_grad = clip_grad
+        self.clip_gram = clip_gram
+        self.chunk_size = chunk_size
+        self.rng = rng
+
+    def fit(self, X, y):
+        res = dp_amht_lrs(X, y, self.rank, self.sparsity, self.epsilon, self.delta,
+                          n_iter=self.n_iter, y_scale=self.y_scale, clip_init=self.clip_init,
+                          clip_grad=self.clip_grad, clip_gram=self.clip_gram,
+                          chunk_size=self.chunk_size, rng=self.rng)
+        self.privacy_ = res.extra["privacy"]
+        return self._store(res.U, res.W, res.B, res.history, res.n_iter)
