@@ -105,13 +105,14 @@ def calibrate_noise_multiplier(epsilon, delta, n_releases) -> float:
     s / sqrt(T), so s = sqrt(T) * sigma(epsilon, delta) from the analytic Gaussian
     mechanism; the PLD accountant, which is what we report, then confirms that the
     spent budget is at most the target (its discretization is pessimistic, so s is
-    nudged up until it does). epsilon = inf gives 0 (no noise).
+    scaled up until it does). epsilon = inf gives 0 (no noise).
     """
     if np.isinf(epsilon):
         return 0.0
     s = np.sqrt(n_releases) * dp_accounting.get_sigma_gaussian(epsilon, delta)
     for _ in range(60):
-        if epsilon_spent([s] * n_releases, delta) <= epsilon:
+        spent = epsilon_spent([s] * n_releases, delta)
+        if spent <= epsilon:
             return float(s)
-        s *= 1 + 1e-6
+        s *= max(spent / epsilon, 1.0) * (1 + 1e-6)  # epsilon falls about like 1 / s
     raise RuntimeError(f"could not calibrate noise for epsilon={epsilon}, delta={delta}")
