@@ -1,0 +1,132 @@
+"""Figures of paper_figures/, each a function of the tidy results (and traces) table."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .tables import linear_fit, loglog_slope, n50_by_setting  # noqa: E402
+
+sns.set_theme(context="paper", style="whitegrid")
+LABELS = {"amht_lrs": "AMHT-LRS", "known_subspace": "KnownSubspace", "oracle": "Oracle",
+          "low_rank_only": "Low-rank only", "dp_amht_lrs": "DP-AMHT-LRS",
+          "private_low_rank_only": "Private low-rank only"}
+
+
+def _label(method):
+    return LABELS.get(method, method)
+
+
+def phase_transition(results: pd.DataFrame, traces=None):
+    """Success rate against n, one panel per (r, k); AMHT-LRS solid, KnownSubspace
+    dashed, the Oracle threshold n = r + k dotted."""
+    phase = results[results["sweep"] == "phase_transition"]
+    settings = sorted(phase[["r", "k"]].drop_duplicates().itertuples(index=False))
+    fig, axes = plt.subplots(1, len(settings), figsize=(2.6 * len(settings), 2.6), sharey=True,
+                             squeeze=False)
+    for ax, (r, k) in zip(axes[0], settings):
+        cell = phase[(phase["r"] == r) & (phase["k"] == k)]
+        for method, style in (("amht_lrs", "-"), ("known_subspace", "--"), ("oracle", ":")):
+            curve = cell[cell["method"] == method].groupby("n")["success_rate"].mean()
+            if len(curve):
+                ax.plot(curve.index, curve.values, style, marker="o", ms=3, label=_label(method))
+        ax.axvline(r + k, color="grey", ls=":", lw=1)
+        ax.set(title=f"r={r}, k={k}", xlabel="samples per user n", xscale="log")
+    axes[0][0].set_ylabel("fraction of users recovered")
+    axes[0][-1].legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def thresholds(results: pd.DataFrame, traces=None):
+    """n_50 against r + k (left) and against k log(d/k) + r (right), with fitted lines."""
+    table = n50_by_setting(results)
+    table = table[table["method"].isin(["amht_lrs", "known_subspace", "oracle"])]
+    table = table.assign(k_log=table["r"] + table["k"] * np.log(table["d"] / table["k"]))
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, xcol, xlabel in ((axes[0], "r_plus_k", "r + k"),
+                             (axes[1], "k_log", "r + k log(d / k)")):
+        for method, group in table.groupby("method"):
+            ax.scatter(group[xcol], group["n_50"], label=_label(method), s=18)
+            if group["n_50"].notna().sum() >= 2:
+                slope, intercept, r2 = linear_fit(group[xcol], group["n_50"])
+                xs = np.linspace(group[xcol].min(), group[xcol].max(), 10)
+                ax.plot(xs, slope * xs + intercept, lw=1,
+                        label=f"{_label(method)} fit: slope {slope:.2f}, R² {r2:.2f}")
+        ax.set(xlabel=xlabel, ylabel="n_50")
+    axes[0].legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def total_samples(results: pd.DataFrame, traces=None):
+    """Subspace distance against t n / (d r), one line per d."""
+    sweep = results[results["sweep"] == "total_samples"].copy()
+    sweep["samples_ratio"] = sweep["t"] * sweep["n"] / (sweep["d"] * sweep["r"])
+    sweep["distance"] = sweep["subspace_distance"].clip(lower=1e-16)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    sns.lineplot(data=sweep, x="samples_ratio", y="distance", hue="d", marker="o",
+                 palette="viridis", ax=ax, errorbar=None)
+    ax.set(xscale="log", yscale="log", xlabel="t n / (d r)", ylabel="subspace distance")
+    fig.tight_layout()
+    return fig
+
+
+def convergence(results: pd.DataFrame, traces: pd.DataFrame):
+    """Subspace distance per iteration for the convergence sweep (first replicate)."""
+    sweep = traces[(traces["sweep"] == "convergence") & (traces["replicate"] == 0)].copy()
+    sweep["distance"] = sweep["subspace_distance"].clip(lower=1e-16)
+    sweep["fit"] = sweep["method"].map(_label) + ", noise " + sweep["noise"].astype(str)
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    sns.lineplot(data=sweep, x="iteration", y="distance", hue="fit", ax=ax)
+    ax.set(yscale="log", ylabel="subspace distance to U*")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def privacy(results: pd.DataFrame, traces=None):
+    """Subspace distance and median test MSE against epsilon, one line per (method, t);
+    the non-private fits as horizontal lines."""
+    sweep = results[results["sweep"] == "privacy"]
+    private = sweep[np.isfinite(sweep["epsilon"])].copy()
+    private["fit"] = private["method"].map(_label) + ", t=" + private["t"].astype(str)
+    public = sweep[~np.isfinite(sweep["epsilon"])]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, metric, label in ((axes[0], "subspace_distance", "subspace distance"),
+                              (axes[1], "median_test_mse", "median test MSE")):
+        sns.lineplot(data=private, x="epsilon", y=metric, hue="fit", marker="o", ax=ax,
+                     errorbar=None)
+        for (method, t), group in public.groupby(["method", "t"]):
+            ax.axhline(group[metric].mean(), ls="--", lw=0.8,
+                       color="k" if method == "amht_lrs" else "grey")
+        ax.set(xscale="log", yscale="log", xlabel="epsilon", ylabel=label)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def runtime(results: pd.DataFrame, traces=None):
+    """Fit time against t and d (log-log), with least-squares slopes."""
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, sweep, x in ((axes[0], "runtime_t", "t"), (axes[1], "runtime_d", "d")):
+        part = results[(results["sweep"] == sweep)]
+        per = part.groupby(x)["seconds"].median()
+        per_iter = (part["seconds"] / part["iterations"].clip(lower=1)).groupby(part[x]).median()
+        for series, label in ((per, "fit"), (per_iter, "per iteration")):
+            slope, intercept, _ = loglog_slope(series.index, series.values)
+            ax.plot(series.index, series.values, "o-", label=f"{label}: slope {slope:.2f}")
+        ax.set(xscale="log", yscale="log", xlabel=x, ylabel="seconds")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"phase_transition": phase_transition, "thresholds": thresholds,
+           "total_samples": total_samples, "convergence": convergence, "privacy": privacy,
+           "runtime": runtime}

@@ -1,0 +1,19 @@
+rule fit:
+    """Fit one method on every replicate of one cell; one JSON of rows and traces."""
+    input:
+        data=f"{RESULTS}/data/{DATA_SPACE.wildcard_pattern}.npz",
+    output:
+        fit=f"{RESULTS}/fits/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.json",
+    log:
+        f"{RESULTS}/logs/fit/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.tsv"
+    params:
+        cell=lambda wildcards: {**cell_of(wildcards),
+                                "epsilon": float(wildcards.epsilon), "delta": config["delta"]},
+        root_seed=config["root_seed"],
+        success_tol=config["success_tol"],
+        code_version=CODE_VERSION,
+    threads: 1
+    script:
+        "../scripts/fit.py"

@@ -1,0 +1,43 @@
+"""Shared glue for the pipeline scripts: logging to the rule's log and atomic writes."""
+
+import logging
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def setup_logging(snakemake):
+    """Send logging and uncaught errors (with traceback) to the rule's log file."""
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=log_path, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    sys.stderr = open(log_path, "a", buffering=1)
+
+    def excepthook(kind, value, tb):
+        logging.getLogger().error("failed", exc_info=(kind, value, tb))
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = excepthook
+    # One BLAS thread per job: snakemake runs --cores jobs side by side.
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=max(1, int(getattr(snakemake, "threads", 1))))
+    return logging.getLogger(snakemake.rule)
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; move it into place only on success, so a
+    failed job never leaves a partial output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
