@@ -10,5 +10,7 @@ rule aggregate:
     params:
         fits=FITS.to_dict("records"),
         fit_paths=[fit_path(row) for row in FITS.to_dict("records")],
+    conda:
+        "../envs/lowrank_sparse.yaml"
     script:
         "../scripts/aggregate.py"

@@ -1,14 +1,20 @@
 # Grid expansion and path helpers shared by the rule files.
+import sys
+from pathlib import Path
+
 import pandas as pd
 from snakemake.utils import Paramspace
 
+# The library is used from src/ of this checkout (installed or not).
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
 from lowrank_sparse.experiment import CELL_KEYS, code_version, expand_sweeps
 
 FITS = pd.DataFrame(expand_sweeps(config))
 # One dataset (all replicates) per distinct cell; file names like d~50_t~400_..._noise~0.0
 DATA_SPACE = Paramspace(
     FITS[list(CELL_KEYS)].drop_duplicates().reset_index(drop=True), filename_params="*")
-CODE_VERSION = code_version()
+CODE_VERSION = code_version(SRC / "lowrank_sparse")
 RESULTS = "results"
 
 

@@ -11,5 +11,7 @@ rule simulate:
         root_seed=config["root_seed"],
         n_test=config["n_test"],
         code_version=CODE_VERSION,
+    conda:
+        "../envs/lowrank_sparse.yaml"
     script:
         "../scripts/simulate.py"

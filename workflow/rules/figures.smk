@@ -26,6 +26,8 @@ rule figure:
         success_tol=config["success_tol"],
     wildcard_constraints:
         name="|".join(FIGURES),
+    conda:
+        "../envs/lowrank_sparse.yaml"
     script:
         "../scripts/figure.py"
 
@@ -41,5 +43,7 @@ rule table:
         f"{RESULTS}/logs/figures/table_{{name}}.log",
     wildcard_constraints:
         name="|".join(TABLES),
+    conda:
+        "../envs/lowrank_sparse.yaml"
     script:
         "../scripts/table.py"

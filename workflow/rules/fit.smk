@@ -15,5 +15,7 @@ rule fit:
         success_tol=config["success_tol"],
         code_version=CODE_VERSION,
     threads: 1
+    conda:
+        "../envs/lowrank_sparse.yaml"
     script:
         "../scripts/fit.py"

@@ -7,6 +7,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+# Import the library from src/ of this checkout: the code whose hash is in the params.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
 
 def setup_logging(snakemake):
     """Send logging and uncaught errors (with traceback) to the rule's log file."""

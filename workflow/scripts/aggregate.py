@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 
-sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir)))
+sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_path, setup_logging  # noqa: E402
 
 from lowrank_sparse.experiment import tidy_results  # noqa: E402

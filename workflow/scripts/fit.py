@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir)))
+sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_path, setup_logging  # noqa: E402
 
 from lowrank_sparse.data import Data, Problem  # noqa: E402
