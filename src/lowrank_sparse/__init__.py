@@ -3,6 +3,8 @@
 from . import metrics
 from .amht import FitResult, History, amht_lrs, moment_init
 from .data import Data, Problem, make_problem, sample_data
+from .baselines import (ConvexLowRankSparse, LowRankOnly, PerUserLeastSquares,
+                        PerUserSparse, PrivateLowRankOnly)
 from .dp_amht import dp_amht_lrs
 from .estimators import AMHTLRS, DPAMHTLRS, KnownSubspace, Oracle
 from .privacy import PrivacyReport
@@ -11,6 +13,8 @@ from .local import LocalFit, local_step
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvexLowRankSparse", "LowRankOnly", "PerUserLeastSquares", "PerUserSparse",
+    "PrivateLowRankOnly",
     "AMHTLRS", "DPAMHTLRS", "Data", "PrivacyReport", "dp_amht_lrs", "FitResult", "History", "KnownSubspace", "LocalFit", "Oracle",
     "Problem", "amht_lrs", "local_step", "make_problem", "metrics", "moment_init",
     "sample_data", "__version__",

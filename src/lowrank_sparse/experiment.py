@@ -15,6 +15,7 @@ import numpy as np
 
 from . import metrics
 from .data import Data, Problem, make_problem, sample_data
+from .baselines import ConvexLowRankSparse, PerUserLeastSquares, PerUserSparse
 from .estimators import AMHTLRS, DPAMHTLRS, KnownSubspace, Oracle
 
 #: Columns that identify a cell of the grid.
@@ -29,23 +30,31 @@ class Method:
     build: object  # callable(problem, cell, rng) -> estimator
     private: bool = False
     traces: bool = False  # records the subspace distance per iteration
-    uses_sparsity: bool = True  # needs n >= r + k (else n >= r)
+    #: which of the cell's sizes a user's fit must determine: "r+k", "r" or "none"
+    unknowns: str = "r+k"
 
     def min_samples(self, cell: dict) -> int:
         """Samples per user below which the method's per-user fit is undetermined."""
-        return cell["r"] + (cell["k"] if self.uses_sparsity else 0)
+        return {"r+k": cell["r"] + cell["k"], "r": cell["r"], "none": 1}[self.unknowns]
 
 
 METHODS = {
     "amht_lrs": Method("amht_lrs", lambda p, c, rng: AMHTLRS(c["r"], c["k"]), traces=True),
     "low_rank_only": Method("low_rank_only", lambda p, c, rng: AMHTLRS(c["r"], 0), traces=True,
-                            uses_sparsity=False),
+                            unknowns="r"),
     "known_subspace": Method("known_subspace", lambda p, c, rng: KnownSubspace(p.U, c["k"])),
     "oracle": Method("oracle", lambda p, c, rng: Oracle(p.U, p.support)),
     "dp_amht_lrs": Method("dp_amht_lrs", lambda p, c, rng: DPAMHTLRS(
         c["r"], c["k"], c["epsilon"], c["delta"], rng=rng), private=True),
     "private_low_rank_only": Method("private_low_rank_only", lambda p, c, rng: DPAMHTLRS(
-        c["r"], 0, c["epsilon"], c["delta"], rng=rng), private=True, uses_sparsity=False),
+        c["r"], 0, c["epsilon"], c["delta"], rng=rng), private=True, unknowns="r"),
+    "per_user_least_squares": Method("per_user_least_squares",
+                                     lambda p, c, rng: PerUserLeastSquares(), unknowns="none"),
+    # Same number of free parameters per user as AMHT-LRS: r + k non-zeros.
+    "per_user_sparse": Method("per_user_sparse",
+                              lambda p, c, rng: PerUserSparse(c["r"] + c["k"])),
+    "convex_low_rank_sparse": Method("convex_low_rank_sparse",
+                                     lambda p, c, rng: ConvexLowRankSparse(), unknowns="none"),
 }
 
 #: Metric columns of a result row (NaN where a method could not be fitted).
@@ -98,11 +107,15 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
         model.fit(data.X, data.y)
     seconds = time.perf_counter() - start
     errors = metrics.per_user_relative_error(problem.theta, model.theta_)
+    shares_subspace = model.U_.shape[1] > 0
     precision, recall = metrics.support_precision_recall(problem.B, model.B_)
     mse = metrics.per_user_test_mse(model.theta_, data.X_test, data.y_test)
     row = {
-        "subspace_distance": metrics.subspace_distance(problem.U, model.U_),
-        "subspace_distance_fro": metrics.subspace_distance(problem.U, model.U_, norm="fro"),
+        # NaN for methods without a shared subspace (per-user and convex baselines).
+        "subspace_distance": (metrics.subspace_distance(problem.U, model.U_)
+                              if shares_subspace else float("nan")),
+        "subspace_distance_fro": (metrics.subspace_distance(problem.U, model.U_, norm="fro")
+                                  if shares_subspace else float("nan")),
         "relative_error": metrics.relative_error(problem.theta, model.theta_),
         "median_user_error": float(np.median(errors)),
         "success_rate": float(np.mean(errors <= success_tol)),
@@ -172,7 +185,8 @@ def expand_sweeps(config: dict) -> list[dict]:
                 row = {"sweep": sweep, "method": method, **cell}
                 if not METHODS[method].private:
                     row["epsilon"] = float("inf")
-                fits.append(row)
+                if row not in fits:  # e.g. a non-private method in an epsilon sweep
+                    fits.append(row)
     return fits
 
 
