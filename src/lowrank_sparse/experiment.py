@@ -133,14 +133,20 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
     return row, trace
 
 
-def code_version(package_dir: Path | None = None) -> str:
-    """sha256 of the library's source files: put in a rule's params so that editing the
-    library reruns the fits it affects."""
+#: Modules that only present results: editing them reruns figures and tables, not fits.
+PRESENTATION_MODULES = ("plots.py", "tables.py")
+
+
+def code_version(package_dir: Path | None = None, *, presentation: bool = False) -> str:
+    """sha256 of the library's source files, for a rule's params, so that editing the
+    library reruns exactly the jobs it affects: the fitting code (default) or the
+    presentation modules (``presentation=True``)."""
     package_dir = Path(package_dir or Path(__file__).parent)
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        if (path.name in PRESENTATION_MODULES) == presentation:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -15,7 +15,9 @@ from .tables import linear_fit, loglog_slope, n50_by_setting  # noqa: E402
 sns.set_theme(context="paper", style="whitegrid")
 LABELS = {"amht_lrs": "AMHT-LRS", "known_subspace": "KnownSubspace", "oracle": "Oracle",
           "low_rank_only": "Low-rank only", "dp_amht_lrs": "DP-AMHT-LRS",
-          "private_low_rank_only": "Private low-rank only"}
+          "private_low_rank_only": "Private low-rank only",
+          "per_user_least_squares": "Per-user least squares", "per_user_sparse": "Per-user sparse",
+          "convex_low_rank_sparse": "Convex (nuclear + l1)"}
 
 
 def _label(method):
@@ -23,22 +25,29 @@ def _label(method):
 
 
 def phase_transition(results: pd.DataFrame, traces=None):
-    """Success rate against n, one panel per (r, k); AMHT-LRS solid, KnownSubspace
-    dashed, the Oracle threshold n = r + k dotted."""
+    """Success rate against n, one panel per (r, k); the Oracle threshold n = r + k as a
+    vertical line."""
     phase = results[results["sweep"] == "phase_transition"]
     settings = sorted(phase[["r", "k"]].drop_duplicates().itertuples(index=False))
-    fig, axes = plt.subplots(1, len(settings), figsize=(2.6 * len(settings), 2.6), sharey=True,
+    cols = min(4, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.5 * rows), sharey=True,
                              squeeze=False)
-    for ax, (r, k) in zip(axes[0], settings):
+    styles = {"amht_lrs": "-", "known_subspace": "--", "oracle": ":",
+              "per_user_least_squares": "-."}
+    for ax, (r, k) in zip(axes.flat, settings):
         cell = phase[(phase["r"] == r) & (phase["k"] == k)]
-        for method, style in (("amht_lrs", "-"), ("known_subspace", "--"), ("oracle", ":")):
-            curve = cell[cell["method"] == method].groupby("n")["success_rate"].mean()
-            if len(curve):
-                ax.plot(curve.index, curve.values, style, marker="o", ms=3, label=_label(method))
+        for method, group in cell.groupby("method"):
+            curve = group.groupby("n")["success_rate"].mean()
+            ax.plot(curve.index, curve.values, styles.get(method, "-"), marker="o", ms=2.5,
+                    label=_label(method))
         ax.axvline(r + k, color="grey", ls=":", lw=1)
-        ax.set(title=f"r={r}, k={k}", xlabel="samples per user n", xscale="log")
-    axes[0][0].set_ylabel("fraction of users recovered")
-    axes[0][-1].legend(fontsize="small", loc="lower right")
+        ax.set(title=f"r={r}, k={k}", xlabel="samples per user n")
+    for ax in axes.flat[len(settings):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of users recovered")
+    axes.flat[0].legend(fontsize="x-small", loc="lower right")
     fig.tight_layout()
     return fig
 

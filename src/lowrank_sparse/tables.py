@@ -28,8 +28,8 @@ def n50_table(results: pd.DataFrame) -> pd.DataFrame:
     wide = table.pivot_table(index=["d", "t", "r", "k", "r_plus_k"], columns="method",
                              values="n_50").reset_index()
     wide.columns.name = None
-    out = wide.rename(columns={"amht_lrs": "n50_amht_lrs", "known_subspace": "n50_known_subspace",
-                               "oracle": "n50_oracle"})
+    methods = [c for c in wide.columns if c not in ("d", "t", "r", "k", "r_plus_k")]
+    out = wide.rename(columns={m: f"n50_{m}" for m in methods})
     out["ratio_to_r_plus_k"] = out["n50_amht_lrs"] / out["r_plus_k"]
     if "n50_known_subspace" in out:
         out["ratio_to_known_subspace"] = out["n50_amht_lrs"] / out["n50_known_subspace"]
@@ -54,7 +54,7 @@ def methods_table(results: pd.DataFrame) -> pd.DataFrame:
     return (sweep.groupby(["method", "d", "t", "n", "r", "k", "noise", "epsilon"], as_index=False)
             .agg(subspace_distance=("subspace_distance", "mean"),
                  median_test_mse=("median_test_mse", "mean"),
-                 success_rate=("success_rate", "mean"),
+                 median_user_error=("median_user_error", "mean"),
                  support_recall=("support_recall", "mean"),
                  seconds=("seconds", "mean"))
             .sort_values("median_test_mse").reset_index(drop=True))

@@ -14,7 +14,8 @@ FITS = pd.DataFrame(expand_sweeps(config))
 # One dataset (all replicates) per distinct cell; file names like d~50_t~400_..._noise~0.0
 DATA_SPACE = Paramspace(
     FITS[list(CELL_KEYS)].drop_duplicates().reset_index(drop=True), filename_params="*")
-CODE_VERSION = code_version(SRC / "lowrank_sparse")
+CODE_VERSION = code_version(SRC / "lowrank_sparse")  # fitting code: fits rerun on edits
+PLOT_VERSION = code_version(SRC / "lowrank_sparse", presentation=True)  # figures, tables
 RESULTS = "results"
 
 

@@ -23,7 +23,7 @@ rule figure:
         f"{RESULTS}/logs/figures/fig_{{name}}.log",
     params:
         caption=lambda wildcards: CAPTIONS[wildcards.name],
-        success_tol=config["success_tol"],
+        code_version=PLOT_VERSION,
     wildcard_constraints:
         name="|".join(FIGURES),
     conda:
@@ -41,6 +41,8 @@ rule table:
         md="paper_figures/table_{name}.md",
     log:
         f"{RESULTS}/logs/figures/table_{{name}}.log",
+    params:
+        code_version=PLOT_VERSION,
     wildcard_constraints:
         name="|".join(TABLES),
     conda:

@@ -1,0 +1,83 @@
+"""How the cost of an AMHT-LRS outer iteration grows with t and d, against the floor of
+one pass over the data (X_i theta_i for every user).
+
+    python benchmarks/bench_scale.py                      # t up to 1e5, d up to 500
+    python benchmarks/bench_scale.py --t-max 1000000      # adds t = 1e6 (X is 16 GB)
+    python benchmarks/bench_scale.py --out benchmarks/results
+
+Writes ``scale.csv``, ``scale.md`` and ``scale.png`` (log-log, with slopes) to --out.
+Peak memory is the process's peak resident set (includes the data). Each row is one
+problem, generated in place; iterations are timed after the first (which includes the
+moment initialization), with a fixed number of iterations (tol = 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lowrank_sparse as ls
+from lowrank_sparse.tables import loglog_slope
+
+
+def measure(t, d, n, r, k, n_iter, seed=0):
+    problem = ls.make_problem(d, t, r, k, rng=seed)
+    data = ls.sample_data(problem, n, n_test=0, rng=seed + 1)
+    X, y, theta = data.X, data.y, problem.theta
+    del data
+    passes = []
+    for _ in range(3):
+        start = time.perf_counter()
+        np.einsum("tnd,td->tn", X, theta)
+        passes.append(time.perf_counter() - start)
+    fit = ls.amht_lrs(X, y, r, k, n_iter=n_iter, tol=0.0)
+    per_iter = float(np.median(np.diff(fit.history.seconds)))
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"t": t, "d": d, "n": n, "r": r, "k": k, "data_gb": X.nbytes / 2**30,
+            "one_pass_s": float(np.median(passes)), "iteration_s": per_iter,
+            "ratio": per_iter / float(np.median(passes)), "peak_rss_gb": peak_gb,
+            "distance": ls.metrics.subspace_distance(problem.U, fit.U)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--t-max", type=int, default=100_000)
+    parser.add_argument("--n-iter", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    import pandas as pd
+
+    rows = []
+    for t in [t for t in (1_000, 10_000, 100_000, 1_000_000) if t <= args.t_max]:
+        rows.append({"sweep": "t", **measure(t, 100, 20, 5, 5, args.n_iter)})
+        print(rows[-1], flush=True)
+    for d in (50, 100, 200, 500):
+        rows.append({"sweep": "d", **measure(10_000, d, 20, 5, 5, args.n_iter)})
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "scale.csv", index=False)
+    (args.out / "scale.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, sweep in zip(axes, ("t", "d")):
+        part = table[table["sweep"] == sweep]
+        for col, label in (("iteration_s", "outer iteration"), ("one_pass_s", "one pass")):
+            slope, _, _ = loglog_slope(part[sweep], part[col])
+            ax.plot(part[sweep], part[col], "o-", label=f"{label}: slope {slope:.2f}")
+        ax.set(xscale="log", yscale="log", xlabel=sweep, ylabel="seconds")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(args.out / "scale.png", dpi=150)
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+
+
+if __name__ == "__main__":
+    main()
