@@ -137,3 +137,12 @@ def test_notebooks_run_on_the_test_results(pipeline):
         nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                 resources={"metadata": {"path": str(pipeline / "notebooks")}}
                                 ).execute()
+
+
+def test_slurm_profile_plans_the_grid(pipeline):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    result = subprocess.run(SNAKEMAKE + ["--profile", "profiles/slurm", "--configfile",
+                                         "config/test.yaml", "-n", "-R", "aggregate"],
+                            cwd=pipeline, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "aggregate" in result.stdout

@@ -87,8 +87,11 @@ def simulate(cell: dict, replicate: int, root_seed: int, n_test: int) -> tuple[P
 
 
 def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
-                  privacy_rng=None, success_tol: float = 1e-3) -> tuple[dict, list]:
-    """Fit one method on one dataset. Returns (metrics row, trace of subspace distances)."""
+                  privacy_rng=None, success_tol: float = 1e-3,
+                  progress=None) -> tuple[dict, list]:
+    """Fit one method on one dataset. Returns (metrics row, trace of subspace distances).
+
+    ``progress``: optional callable(str), told of every iteration of traced methods."""
     if method_name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}; got {method_name!r}")
     method = METHODS[method_name]
@@ -101,8 +104,12 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
     trace = []
     start = time.perf_counter()
     if method.traces:
-        model.fit(data.X, data.y, callback=lambda it, U: trace.append(
-            metrics.subspace_distance(problem.U, U)))
+        def record(it, U):
+            trace.append(metrics.subspace_distance(problem.U, U))
+            if progress is not None:
+                progress(f"iteration {it + 1}: subspace distance {trace[-1]:.3g}")
+
+        model.fit(data.X, data.y, callback=record)
     else:
         model.fit(data.X, data.y)
     seconds = time.perf_counter() - start

@@ -17,12 +17,13 @@ method, cell = snakemake.wildcards.method, snakemake.params.cell
 stored = np.load(snakemake.input.data)
 rows, traces = [], []
 for rep in range(int(stored["replicates"])):
+    log.info("%s replicate %d of %s: fitting", method, rep, cell)
     problem = Problem(*(stored[f"{key}_{rep}"] for key in ("U", "W", "B")))
     data = Data(*(stored[f"{key}_{rep}"] for key in ("X", "y", "X_test", "y_test")))
     start = time.perf_counter()
     row, trace = fit_and_score(method, problem, data, cell,
                                privacy_rng=cell_seed(snakemake.params.root_seed, cell, rep, "privacy"),
-                               success_tol=snakemake.params.success_tol)
+                               success_tol=snakemake.params.success_tol, progress=log.info)
     rows.append({"replicate": rep, **row})
     traces.append(trace)
     log.info("%s replicate %d: distance %.3g, success %.3f, %.2f s", method, rep,

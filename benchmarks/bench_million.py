@@ -1,0 +1,46 @@
+"""A full AMHT-LRS fit with a million users on one machine (noiseless).
+
+    python benchmarks/bench_million.py [--t 1000000] [--k 2]
+
+d=100, n=20, r=5: X is t * n * d * 8 bytes = 16 GB in float64 at t = 1e6. Prints the
+time to draw the data, the fit time, iterations, subspace distance and peak memory.
+"""
+
+import argparse
+import resource
+import time
+
+import lowrank_sparse as ls
+from lowrank_sparse import metrics
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--t", type=int, default=1_000_000)
+    parser.add_argument("--d", type=int, default=100)
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--r", type=int, default=5)
+    parser.add_argument("--k", type=int, default=2)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    problem = ls.make_problem(args.d, args.t, args.r, args.k, rng=0)
+    data = ls.sample_data(problem, args.n, n_test=0, rng=1)
+    print(f"data: X {data.X.nbytes / 2**30:.1f} GiB drawn in {time.perf_counter() - start:.0f} s",
+          flush=True)
+
+    def progress(it, U):
+        print(f"iteration {it + 1}: distance {metrics.subspace_distance(problem.U, U):.2e} "
+              f"at {time.perf_counter() - fit_start:.0f} s", flush=True)
+
+    fit_start = time.perf_counter()
+    fit = ls.amht_lrs(data.X, data.y, args.r, args.k, callback=progress)
+    seconds = time.perf_counter() - fit_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"fit: {seconds:.0f} s, {fit.n_iter} iterations "
+          f"({seconds / fit.n_iter:.1f} s each incl. final local step), "
+          f"distance {metrics.subspace_distance(problem.U, fit.U):.2e}, users recovered "
+          f"{metrics.success_rate(problem.theta, fit.theta):.3f}, peak RSS {peak:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()
