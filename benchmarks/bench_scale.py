@@ -6,7 +6,7 @@ one pass over the data (X_i theta_i for every user).
     python benchmarks/bench_scale.py --out benchmarks/results
 
 Writes ``scale.csv``, ``scale.md`` and ``scale.png`` (log-log, with slopes) to --out.
-Peak memory is the process's peak resident set (includes the data). Each row is one
+Peak memory is the peak resident set (includes the data) of a fresh process per row. Each row is one
 problem, generated in place; iterations are timed after the first (which includes the
 moment initialization), with a fixed number of iterations (tol = 0).
 """
@@ -14,6 +14,7 @@ moment initialization), with a fixed number of iterations (tol = 0).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import time
 from pathlib import Path
@@ -52,11 +53,13 @@ def main():
     import pandas as pd
 
     rows = []
-    for t in [t for t in (1_000, 10_000, 100_000, 1_000_000) if t <= args.t_max]:
-        rows.append({"sweep": "t", **measure(t, 100, 20, 5, 5, args.n_iter)})
-        print(rows[-1], flush=True)
-    for d in (50, 100, 200, 500):
-        rows.append({"sweep": "d", **measure(10_000, d, 20, 5, 5, args.n_iter)})
+    cases = [("t", (t, 100, 20, 5, 5, args.n_iter))
+             for t in (1_000, 10_000, 100_000, 1_000_000) if t <= args.t_max]
+    cases += [("d", (10_000, d, 20, 5, 5, args.n_iter)) for d in (50, 100, 200, 500)]
+    spawn = multiprocessing.get_context("spawn")
+    for sweep, case in cases:
+        with spawn.Pool(1) as pool:  # a fresh process, so peak memory is this row's
+            rows.append({"sweep": sweep, **pool.apply(measure, case)})
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
