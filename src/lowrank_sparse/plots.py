@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,6 +23,12 @@ LABELS = {"amht_lrs": "AMHT-LRS", "known_subspace": "KnownSubspace", "oracle": "
 
 def _label(method):
     return LABELS.get(method, method)
+
+
+def _plain_log(axis):
+    """Log-scale axis labelled with plain numbers at the major ticks only."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def phase_transition(results: pd.DataFrame, traces=None):
@@ -82,6 +89,9 @@ def total_samples(results: pd.DataFrame, traces=None):
     sns.lineplot(data=sweep, x="samples_ratio", y="distance", hue="d", marker="o",
                  palette="viridis", ax=ax, errorbar=None)
     ax.set(xscale="log", yscale="log", xlabel="t n / (d r)", ylabel="subspace distance")
+    _plain_log(ax.xaxis)
+    ax.set_xticks([1, 10, 100, 1000])
+    ax.set_xlim(sweep["samples_ratio"].min() * 0.8, sweep["samples_ratio"].max() * 1.25)
     fig.tight_layout()
     return fig
 
@@ -115,6 +125,8 @@ def privacy(results: pd.DataFrame, traces=None):
             ax.axhline(group[metric].mean(), ls="--", lw=0.8,
                        color="k" if method == "amht_lrs" else "grey")
         ax.set(xscale="log", yscale="log", xlabel="epsilon", ylabel=label)
+        _plain_log(ax.xaxis)
+        ax.set_xticks(sorted(private["epsilon"].unique()))
         ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig
@@ -131,6 +143,8 @@ def runtime(results: pd.DataFrame, traces=None):
             slope, intercept, _ = loglog_slope(series.index, series.values)
             ax.plot(series.index, series.values, "o-", label=f"{label}: slope {slope:.2f}")
         ax.set(xscale="log", yscale="log", xlabel=x, ylabel="seconds")
+        _plain_log(ax.xaxis)
+        ax.set_xticks(per.index)
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
