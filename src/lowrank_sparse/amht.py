@@ -24,7 +24,8 @@ class History:
     """Per outer iteration: the sine of the largest angle between consecutive U
     (``subspace_change``), the mean squared training residual after the local step
     (``train_loss``), the number of users the robust U step down-weighted
-    (``n_downweighted``), the CG iterations of the U step, and the wall time so far."""
+    (``n_downweighted``; for DP-AMHT-LRS, the users whose gradient was clipped), the CG
+    iterations of the U step, and the wall time so far."""
 
     subspace_change: np.ndarray
     train_loss: np.ndarray

@@ -22,7 +22,7 @@ import numpy as np
 from ._linalg import correlations, default_chunk_size, gather_columns, matvec, user_chunks
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
-from .local import local_step
+from .local import LocalFit, local_step
 from .metrics import principal_sine
 from .privacy import (NEIGHBOURING_RELATION, PrivacyReport, Release, calibrate_noise_multiplier,
                       epsilon_spent, gaussian_sum)
@@ -210,6 +210,5 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
 
 def _rows(fit, sl):
     """The users ``sl`` of a LocalFit (W, support, values)."""
-    from .local import LocalFit
     return LocalFit(W=fit.W[sl], support=fit.support[sl], values=fit.values[sl],
                     residual=fit.residual[sl])
