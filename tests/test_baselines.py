@@ -106,3 +106,10 @@ def test_per_user_sparse_rejects_bad_sparsity():
         ls.PerUserSparse(7).fit(data.X, data.y)
     with pytest.raises(ValueError, match="sparsity must be >= 1; got 0"):
         ls.PerUserSparse(0).fit(data.X, data.y)
+
+
+def test_personalize_needs_a_shared_subspace():
+    problem, data = make_instance(d=10, t=8, r=2, k=1, n=12, seed=9)
+    model = ls.PerUserLeastSquares().fit(data.X, data.y)
+    with pytest.raises(ValueError, match="PerUserLeastSquares shares no subspace"):
+        model.personalize(data.X, data.y)

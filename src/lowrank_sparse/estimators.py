@@ -48,6 +48,9 @@ class PersonalizedModel:
         self._check_fitted()
         X_new, y_new = check_xy(X_new, y_new)
         d, r = self.U_.shape
+        if r == 0:
+            raise ValueError(f"{type(self).__name__} shares no subspace between users, so "
+                             "there is nothing to personalize with; fit the new users directly")
         if X_new.shape[2] != d:
             raise ValueError(f"X_new must have d = {d} features; got {X_new.shape[2]}")
         check_rank_sparsity(r, self.sparsity, d, X_new.shape[1])
