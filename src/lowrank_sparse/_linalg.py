@@ -45,6 +45,12 @@ def correlations(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.einsum("tnd,tn->td", X, v)
 
 
+def project_features(X: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """(t, n, r) A_i = X_i U for every user, as one GEMM. X: (t, n, d), U: (d, r)."""
+    t, n, d = X.shape
+    return (X.reshape(-1, d) @ U).reshape(t, n, U.shape[1])
+
+
 def matvec(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     """(t, n) X_i v_i for every user. X: (t, n, d), v: (t, d)."""
     return np.einsum("tnd,td->tn", X, v)

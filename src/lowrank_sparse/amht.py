@@ -9,7 +9,7 @@ import numpy as np
 
 from ._validation import check_int, check_positive, check_rank_sparsity, check_subspace, check_xy
 from .global_step import solve_cg, solve_direct
-from ._linalg import default_chunk_size, gather_columns, user_chunks
+from ._linalg import default_chunk_size, user_chunks
 from .local import LocalFit, local_step
 from .metrics import principal_sine
 
@@ -209,7 +209,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
                          chunk_size=chunk_size)
         support = fit.support
         omega = np.ones(t) if robust is None else robust_weights(fit.residual, robust)
-        Z = yb - _sparse_predict(Xb, fit)
+        Z = yb - fit.sparse_predictions(Xb)
         if solver == "cg":
             # Inexact alternating minimization: solve the U step only as accurately as
             # the last change of U warrants; the error is contracted by the next steps,
@@ -248,13 +248,6 @@ def _orthonormalize(U_new, U_old):
     if not np.all(np.isfinite(Q)) or np.min(np.abs(np.diag(R))) <= 1e-300:
         return U_old
     return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
-def _sparse_predict(X, fit: LocalFit):
-    """(t, n) X_i b_i using only the k columns on each user's support."""
-    if fit.support.shape[1] == 0:
-        return np.zeros(X.shape[:2])
-    return np.einsum("tnk,tk->tn", gather_columns(X, fit.support), fit.values)
 
 
 def _sample_batches(n, n_iter, need):

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ._linalg import correlations, default_chunk_size, gather_columns, matvec, user_chunks
+from ._linalg import correlations, default_chunk_size, matvec, user_chunks
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
 from .local import LocalFit, local_step
@@ -60,10 +60,7 @@ def _user_gradients(X, y, U, fit):
     """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i): minus the
     gradient of the user's squared loss in U (the negative half-gradient)."""
     t, n, d = X.shape
-    theta = fit.W @ U.T  # (t, d), the low-rank part
-    res = y - matvec(X, theta)
-    if fit.support.shape[1]:
-        res -= np.einsum("tnk,tk->tn", gather_columns(X, fit.support), fit.values)
+    res = y - matvec(X, fit.W @ U.T) - fit.sparse_predictions(X)
     return (correlations(X, res)[:, :, None] * fit.W[:, None, :]).reshape(t, -1)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._linalg import project_features
 from ._validation import check_array, check_rank_sparsity, check_subspace, check_xy
 from .amht import FitResult, amht_lrs
 from .dp_amht import dp_amht_lrs
@@ -132,8 +133,7 @@ class Oracle(PersonalizedModel):
         self.sparsity = int(counts[0])
         check_rank_sparsity(U.shape[1], self.sparsity, d, n)
         S = np.sort(np.argsort(~mask, axis=1, kind="stable")[:, :self.sparsity], axis=1)
-        A = (X.reshape(-1, d) @ U).reshape(t, n, -1)
-        coef, _ = refit(X, y, A, S)
+        coef, _ = refit(X, y, project_features(X, U), S)
         r = U.shape[1]
         B = np.zeros((t, d))
         np.put_along_axis(B, S, coef[:, r:], axis=1)

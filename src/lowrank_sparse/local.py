@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._linalg import batched_solve, correlations, default_chunk_size, gather_columns, user_chunks
+from ._linalg import (batched_solve, correlations, default_chunk_size, gather_columns,
+                      project_features, user_chunks)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class LocalFit:
     support: np.ndarray
     values: np.ndarray
     residual: np.ndarray
+
+    def sparse_predictions(self, X: np.ndarray) -> np.ndarray:
+        """(t, n) X_i b_i, using only the k columns on each user's support."""
+        if self.support.shape[1] == 0:
+            return np.zeros(X.shape[:2])
+        return np.einsum("tnk,tk->tn", gather_columns(X, self.support), self.values)
 
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
@@ -143,24 +150,24 @@ def _keep_better(best, candidate):
     return S, coef, np.minimum(res, res_c)
 
 
-def _warm_start(X, y, U, k, S0, max_iter):
-    """HTP from the supports S0 (t, k) for a block of users."""
-    A = (X.reshape(-1, X.shape[2]) @ U).reshape(X.shape[0], X.shape[1], -1)
-    return _htp(X, y, A, np.linalg.qr(A)[0], k, S0, max_iter)
-
-
-def _greedy_starts(X, y, U, k, n_starts, max_iter):
-    """Best of HTP runs from ``n_starts`` greedy supports for a block of users."""
+def _solve_block(X, y, U, k, S0, n_starts, max_iter):
+    """Best local fit of a block of users: HTP from the warm supports S0 (if given) and
+    from ``n_starts`` greedy supports (if n_starts > 0). A = X U and its orthonormal
+    basis are computed once for the block. Returns (support, coef, squared residual)."""
     t, n, d = X.shape
-    A = (X.reshape(-1, d) @ U).reshape(t, n, -1)  # one GEMM for the block
+    A = project_features(X, U)  # (t, n, r)
+    if k == 0:
+        coef, res = refit(X, y, A, np.empty((t, 0), dtype=np.intp))
+        return np.empty((t, 0), dtype=np.intp), coef, np.einsum("tn,tn->t", res, res)
     Q = np.linalg.qr(A)[0]  # (t, n, r) basis of range(A_i)
-    colnorm = _projected_column_norms(X, Q)
-    score = np.abs(correlations(X, _project_out(Q, y))) / colnorm
-    seeds = np.argsort(-score, axis=1, kind="stable")[:, :n_starts]
-    best = None
-    for s in range(seeds.shape[1]):
-        found = _htp(X, y, A, Q, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm), max_iter)
-        best = found if best is None else _keep_better(best, found)
+    best = None if S0 is None else _htp(X, y, A, Q, k, S0, max_iter)
+    if n_starts:
+        colnorm = _projected_column_norms(X, Q)
+        score = np.abs(correlations(X, _project_out(Q, y))) / colnorm
+        seeds = np.argsort(-score, axis=1, kind="stable")[:, :n_starts]
+        for s in range(seeds.shape[1]):
+            found = _htp(X, y, A, Q, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm), max_iter)
+            best = found if best is None else _keep_better(best, found)
     return best
 
 
@@ -201,32 +208,23 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     LocalFit
     """
     t, n, d = X.shape
-    r = U.shape[1]
-    k = sparsity
+    r, k = U.shape[1], sparsity
     chunk_size = chunk_size or default_chunk_size(n, d)
-    support = np.zeros((t, k), dtype=np.intp)
+    support = np.empty((t, k), dtype=np.intp)
     coef = np.empty((t, r + k))
-    residual = np.full(t, np.inf)
-    if k == 0:
-        for sl in user_chunks(t, chunk_size):
-            A = (X[sl].reshape(-1, d) @ U).reshape(-1, n, r)
-            coef[sl], res = refit(X[sl], y[sl], A, support[sl])
-            residual[sl] = np.einsum("tn,tn->t", res, res)
-        return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual)
-
-    restart = np.arange(t)
-    if support_init is not None:
-        for sl in user_chunks(t, chunk_size):
-            support[sl], coef[sl], residual[sl] = _warm_start(
-                X[sl], y[sl], U, k, support_init[sl], max_iter)
-        if restart_above is not None:
-            rho = np.sqrt(residual)
-            restart = np.nonzero(rho > restart_above * np.median(rho))[0]
-    all_users = restart.size == t
-    for sl in user_chunks(restart.size, chunk_size):
-        # All users: a slice of X (a view); a subset: a copy of those users only.
-        idx = sl if all_users else restart[sl]
-        found = _greedy_starts(X[idx], y[idx], U, k, n_starts, max_iter)
-        support[idx], coef[idx], residual[idx] = _keep_better(
-            (support[idx], coef[idx], residual[idx]), found)
+    residual = np.empty(t)
+    # Restart only outliers: needs the warm fits of all users first (a global median).
+    outliers_only = support_init is not None and restart_above is not None and k > 0
+    for sl in user_chunks(t, chunk_size):
+        support[sl], coef[sl], residual[sl] = _solve_block(
+            X[sl], y[sl], U, k, None if support_init is None else support_init[sl],
+            0 if outliers_only else n_starts, max_iter)
+    if outliers_only:
+        rho = np.sqrt(residual)
+        restart = np.nonzero(rho > restart_above * np.median(rho))[0]
+        for sl in user_chunks(restart.size, chunk_size):
+            idx = restart[sl]  # a copy of these users only
+            support[idx], coef[idx], residual[idx] = _keep_better(
+                (support[idx], coef[idx], residual[idx]),
+                _solve_block(X[idx], y[idx], U, k, None, n_starts, max_iter))
     return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual)
