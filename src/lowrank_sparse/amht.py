@@ -12,6 +12,7 @@ from .global_step import solve_cg, solve_direct
 from ._linalg import default_chunk_size, user_chunks
 from .local import LocalFit, local_step
 from .metrics import principal_sine
+from .robust import Huber, check_robust
 
 
 #: Subspace change (sine) above which the local step restarts every user; measured on
@@ -86,18 +87,8 @@ def top_eigenvectors(M, rank) -> np.ndarray:
     return vecs[:, d - rank:][:, ::-1].copy()
 
 
-def robust_weights(residual, c) -> np.ndarray:
-    """User-level Huber weights omega_i = min(1, c * median(rho) / rho_i), rho_i =
-    ||y_i - X_i theta_i||: a user whose residual is far above the typical one keeps a
-    bounded influence on U. (t,) -> (t,)."""
-    rho = np.sqrt(np.maximum(residual, 0.0))
-    cut = c * np.median(rho)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rho > cut, cut / rho, 1.0)
-
-
 def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
-             fresh_samples=False, robust=3.0, n_starts=1, htp_iter=20,
+             fresh_samples=False, robust=Huber(), n_starts=1, htp_iter=20,
              solver="cg", chunk_size=None, callback=None, rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i by alternating minimization and hard thresholding.
 
@@ -123,9 +114,10 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         Split each user's samples into ``n_iter`` disjoint batches, one per iteration
         (the sample splitting the theory assumes); the final local step uses all
         samples. Needs n // n_iter >= rank + sparsity.
-    robust : float or None, default 3.0
-        Huber constant c of the user-level robust U step (see Notes); None gives the
-        plain least-squares U step.
+    robust : Huber, Trimmed or None, default Huber(3.0)
+        Weighting of users in the U step (:mod:`lowrank_sparse.robust`, see Notes);
+        None gives the plain least-squares U step. ``Trimmed()`` when most users are
+        expected to be mis-fitted (below the local step's sample complexity).
     n_starts : int, default 1
         Greedy starts of the local step besides the warm start (see :func:`local_step`).
     htp_iter : int, default 20
@@ -155,19 +147,16 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
        U = argmin_U sum_i omega_i ||y_i - X_i b_i - X_i U w_i||^2,
        then U = QR and the triangular factor is folded into W.
 
-    **Robust U step.** The local problem is non-convex; near the sample-complexity
-    threshold a few users land on a wrong support. Their target y_i - X_i b_i then
-    carries a sparse vector outside span(U*) of size O(1), and a plain least-squares U
-    step spreads that error over every user: U is biased and, noiseless, stalls at a
-    distance proportional to the fraction of such users. We instead weight users by
-    omega_i = min(1, c * median_j rho_j / rho_i), rho_i the residual norm of user i after
-    the local step: an M-estimator with Huber's loss applied to whole users (one IRLS
-    reweighting per outer iteration). A user's influence on U is bounded by c times the
-    typical residual. Users that are well fitted have residuals that shrink with the
-    error of U, so the bound shrinks with it and the fixed point U* of the noiseless
-    problem is kept exactly, while mis-fitted users (residual O(1)) get weights that go
-    to zero geometrically. With label noise the median residual is the noise level and
-    the weights are those of standard Huber regression.
+    **Robust U step.** Near the sample-complexity threshold some users land on a wrong
+    support; a least-squares U step spreads their O(1) error over every user and,
+    noiseless, stalls at a distance that grows with their fraction. Users are therefore
+    weighted by their residual after the local step (:mod:`lowrank_sparse.robust`):
+    ``Huber(c)`` bounds a user's influence at c times the median residual (measured:
+    d=50, t=400, r=k=2, n=14: plain least squares stalls at distance 2e-2 with 0.5% of
+    users recovered, Huber is exact with 94%); ``Trimmed(fraction)`` drops users whose
+    residual is inconsistent with the best-fitted ``fraction`` (measured: d=100, n=20,
+    r=k=5, where even the true U lets the local step fit only 9% of users: Huber stalls
+    at 0.19, Trimmed reaches 1e-9 from the moment initialization at t=1e5).
 
     References
     ----------
@@ -182,8 +171,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     htp_iter = check_int("htp_iter", htp_iter, low=1)
     n_starts = check_int("n_starts", n_starts, low=1)
     tol = check_positive("tol", tol, allow_zero=True)
-    if robust is not None:
-        robust = check_positive("robust", robust)
+    robust = check_robust(robust)
     if solver not in ("cg", "direct"):
         raise ValueError(f"solver must be 'cg' or 'direct'; got {solver!r}")
     if chunk_size is not None:
@@ -208,7 +196,8 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
                          n_starts=n_starts, restart_above=2.0 if settled else None,
                          chunk_size=chunk_size)
         support = fit.support
-        omega = np.ones(t) if robust is None else robust_weights(fit.residual, robust)
+        omega = (np.ones(t) if robust is None
+                 else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
         Z = yb - fit.sparse_predictions(Xb)
         if solver == "cg":
             # Inexact alternating minimization: solve the U step only as accurately as
