@@ -57,3 +57,12 @@ def test_trimmed_recovers_u_where_most_users_are_misfitted_and_huber_stalls():
     trimmed = ls.amht_lrs(data.X, data.y, 2, 3, robust=ls.Trimmed(), n_iter=150)
     assert metrics.subspace_distance(problem.U, huber.U) >= 1e-2
     assert metrics.subspace_distance(problem.U, trimmed.U) <= 1e-8
+
+
+def test_iteration_seconds_is_the_median_after_the_first_iteration():
+    from types import SimpleNamespace
+    from lowrank_sparse import timing
+    history = SimpleNamespace(seconds=np.array([5.0, 6.0, 8.0, 9.0]))  # 5, 1, 2, 1
+    assert timing.iteration_seconds(history) == 1.0
+    assert timing.iteration_seconds(SimpleNamespace(seconds=np.array([2.5]))) == 2.5
+    assert np.isnan(timing.iteration_seconds(SimpleNamespace(seconds=np.array([]))))

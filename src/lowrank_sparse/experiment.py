@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import metrics, timing
 from .data import Data, Problem, make_problem, sample_data
 from .baselines import ConvexLowRankSparse, PerUserLeastSquares, PerUserSparse
 from .estimators import AMHTLRS, DPAMHTLRS, KnownSubspace, Oracle
@@ -60,7 +60,11 @@ METHODS = {
 #: Metric columns of a result row (NaN where a method could not be fitted).
 METRICS = ("subspace_distance", "subspace_distance_fro", "relative_error", "median_user_error",
            "success_rate", "support_precision", "support_recall", "median_test_mse",
-           "mean_test_mse", "seconds", "iterations", "epsilon_spent", "noise_multiplier")
+           "mean_test_mse", "seconds", "iteration_seconds", "one_pass_seconds", "iterations",
+           "epsilon_spent", "noise_multiplier")
+
+#: Wall-time columns: they differ between runs; everything else is bit-reproducible.
+TIMING_COLUMNS = ("seconds", "iteration_seconds", "one_pass_seconds")
 
 
 def register(method: Method) -> None:
@@ -131,6 +135,10 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
         "median_test_mse": float(np.median(mse)),
         "mean_test_mse": float(np.mean(mse)),
         "seconds": seconds,
+        # Same measurements as benchmarks/bench_scale.py (lowrank_sparse.timing).
+        "iteration_seconds": (timing.iteration_seconds(model.history_)
+                              if getattr(model, "history_", None) is not None else float("nan")),
+        "one_pass_seconds": timing.one_pass_seconds(data.X, model.theta_),
         "iterations": int(getattr(model, "n_iter_", 0) or 0),
     }
     report = getattr(model, "privacy_", None)

@@ -6,7 +6,8 @@ CAPTIONS = {
     "convergence": "Subspace distance to U* against outer iteration (noise levels).",
     "privacy": "Subspace distance and median test MSE against epsilon for several t: "
                "DP-AMHT-LRS and private low-rank only; horizontal lines: non-private fits.",
-    "runtime": "Fit time against t and against d (log-log) with fitted slopes.",
+    "runtime": "AMHT-LRS time per outer iteration against t and d (log-log, fitted slopes) "
+               "next to the time of one pass over X, as in benchmarks/bench_scale.py.",
 }
 
 
