@@ -175,6 +175,21 @@ def test_known_subspace_local_step_recovers_supports():
     assert np.all((fit.B_ != 0).sum(axis=1) <= 3)
 
 
+def test_local_fit_carries_its_residuals_and_lowrank_predictions():
+    # The U step reuses them instead of passes over X; restarts and chunks must keep
+    # them consistent with (W, B) user by user.
+    problem, data = make_instance(d=30, t=200, r=2, k=3, n=12, noise=0.1, seed=15)
+    U = np.linalg.qr(problem.U + 0.05 * np.random.default_rng(0).standard_normal((30, 2)))[0]
+    warm = ls.local_step(data.X, data.y, U, 3)
+    fit = ls.local_step(data.X, data.y, U, 3, support_init=warm.support, chunk_size=37)
+    lowrank = np.einsum("tnd,td->tn", data.X, fit.W @ U.T)
+    sparse = np.einsum("tnd,td->tn", data.X, fit.sparse(30))
+    np.testing.assert_allclose(fit.lowrank_predictions, lowrank, atol=1e-12)
+    np.testing.assert_allclose(fit.residual_vectors, data.y - lowrank - sparse, atol=1e-12)
+    np.testing.assert_allclose(np.sum(fit.residual_vectors ** 2, axis=1), fit.residual,
+                               rtol=1e-10)
+
+
 def test_moment_init_finds_the_subspace_with_many_samples():
     problem = ls.make_problem(20, 2000, 2, 1, rng=13)
     data = ls.sample_data(problem, 50, n_test=0, rng=14)

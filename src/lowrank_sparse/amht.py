@@ -198,14 +198,15 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         support = fit.support
         omega = (np.ones(t) if robust is None
                  else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
-        Z = yb - fit.sparse_predictions(Xb)
+        Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
         if solver == "cg":
             # Inexact alternating minimization: solve the U step only as accurately as
             # the last change of U warrants; the error is contracted by the next steps,
             # and near the fixed point the warm start makes the solve nearly free.
             cg_tol = min(1e-3, max(1e-14, 1e-2 * (changes[-1] if changes else 1.0)))
             U_new, n_cg = solve_cg(Xb, Z, fit.W, omega, U, chunk_size=chunk_size,
-                                   col_sq=col_sq, tol=cg_tol)
+                                   col_sq=col_sq, residual0=fit.residual_vectors,
+                                   tol=cg_tol)
         else:
             U_new, n_cg = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size), 0
         U_new = _orthonormalize(U_new, U)

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ._linalg import correlations, default_chunk_size, matvec, user_chunks
+from ._linalg import correlations, default_chunk_size, user_chunks
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
 from .local import LocalFit, local_step
@@ -60,7 +60,7 @@ def _user_gradients(X, y, U, fit):
     """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i): minus the
     gradient of the user's squared loss in U (the negative half-gradient)."""
     t, n, d = X.shape
-    res = y - matvec(X, fit.W @ U.T) - fit.sparse_predictions(X)
+    res = fit.residual_vectors  # the local step's, at this U: no pass over X
     return (correlations(X, res)[:, :, None] * fit.W[:, None, :]).reshape(t, -1)
 
 
@@ -208,4 +208,5 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
 def _rows(fit, sl):
     """The users ``sl`` of a LocalFit (W, support, values)."""
     return LocalFit(W=fit.W[sl], support=fit.support[sl], values=fit.values[sl],
-                    residual=fit.residual[sl])
+                    residual=fit.residual[sl], residual_vectors=fit.residual_vectors[sl],
+                    lowrank_predictions=fit.lowrank_predictions[sl])

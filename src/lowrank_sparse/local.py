@@ -30,18 +30,17 @@ from ._linalg import (batched_solve, correlations, default_chunk_size, gather_co
 
 @dataclass(frozen=True)
 class LocalFit:
-    """Per-user fit. W: (t, r); support, values: (t, k); residual: (t,) squared norm."""
+    """Per-user fit. W: (t, r); support, values: (t, k); residual: (t,) squared norm;
+    and what the U step needs, so it need not recompute it with passes over X:
+    residual_vectors (t, n) y_i - X_i U w_i - X_i b_i, lowrank_predictions (t, n)
+    X_i U w_i."""
 
     W: np.ndarray
     support: np.ndarray
     values: np.ndarray
     residual: np.ndarray
-
-    def sparse_predictions(self, X: np.ndarray) -> np.ndarray:
-        """(t, n) X_i b_i, using only the k columns on each user's support."""
-        if self.support.shape[1] == 0:
-            return np.zeros(X.shape[:2])
-        return np.einsum("tnk,tk->tn", gather_columns(X, self.support), self.values)
+    residual_vectors: np.ndarray
+    lowrank_predictions: np.ndarray
 
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
@@ -78,15 +77,16 @@ def _top_k(v: np.ndarray, k: int) -> np.ndarray:
 def _htp(X, y, A, Q, k, S0, max_iter):
     """Hard thresholding pursuit from the supports S0 (t, k).
 
-    Returns the best (lowest residual) support, coefficients (t, r + k) and squared
-    residual (t,) seen per user, so a user whose iterates cycle keeps its best point.
+    Returns the best (lowest residual) support, coefficients (t, r + k), squared
+    residual (t,) and residual vectors (t, n) seen per user, so a user whose iterates
+    cycle keeps its best point.
     Only users whose support still changes are iterated on (an active set), so a few
     slow users do not make every user pay for their iterations.
     """
     r = A.shape[2]
     S = np.sort(S0, axis=1)
     coef, res = refit(X, y, A, S)
-    best_S, best_coef = S.copy(), coef.copy()
+    best_S, best_coef, best_vec = S.copy(), coef.copy(), res.copy()
     best_res = np.einsum("tn,tn->t", res, res)
     active = None  # None: all users, as views; else the indices still moving
     Xa, ya, Aa, Qa = X, y, A, Q
@@ -115,8 +115,8 @@ def _htp(X, y, A, Q, k, S0, max_iter):
         res_sq = np.einsum("tn,tn->t", res, res)
         better = res_sq < best_res[active]
         best_S[active[better]], best_coef[active[better]] = S[better], coef[better]
-        best_res[active[better]] = res_sq[better]
-    return best_S, best_coef, best_res
+        best_res[active[better]], best_vec[active[better]] = res_sq[better], res[better]
+    return best_S, best_coef, best_res, best_vec
 
 
 def _projected_column_norms(X, Q):
@@ -142,23 +142,25 @@ def _greedy(X, y, A, Q, k, first, colnorm):
 
 
 def _keep_better(best, candidate):
-    """Per user, the (support, coef, squared residual) with the smaller residual."""
-    S, coef, res = best
-    S_c, coef_c, res_c = candidate
-    better = res_c < res
-    S[better], coef[better] = S_c[better], coef_c[better]
-    return S, coef, np.minimum(res, res_c)
+    """Per user, the fit (a tuple of per-user arrays whose third is the squared
+    residual) with the smaller residual."""
+    better = candidate[2] < best[2]
+    for mine, theirs in zip(best, candidate):
+        mine[better] = theirs[better]
+    return best
 
 
 def _solve_block(X, y, U, k, S0, n_starts, max_iter):
     """Best local fit of a block of users: HTP from the warm supports S0 (if given) and
     from ``n_starts`` greedy supports (if n_starts > 0). A = X U and its orthonormal
-    basis are computed once for the block. Returns (support, coef, squared residual)."""
+    basis are computed once for the block. Returns (support, coef, squared residual,
+    residual vectors, low-rank predictions A w)."""
     t, n, d = X.shape
     A = project_features(X, U)  # (t, n, r)
     if k == 0:
         coef, res = refit(X, y, A, np.empty((t, 0), dtype=np.intp))
-        return np.empty((t, 0), dtype=np.intp), coef, np.einsum("tn,tn->t", res, res)
+        best = np.empty((t, 0), dtype=np.intp), coef, np.einsum("tn,tn->t", res, res), res
+        return *best, np.einsum("tnr,tr->tn", A, coef)
     Q = np.linalg.qr(A)[0]  # (t, n, r) basis of range(A_i)
     best = None if S0 is None else _htp(X, y, A, Q, k, S0, max_iter)
     if n_starts:
@@ -168,7 +170,7 @@ def _solve_block(X, y, U, k, S0, n_starts, max_iter):
         for s in range(seeds.shape[1]):
             found = _htp(X, y, A, Q, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm), max_iter)
             best = found if best is None else _keep_better(best, found)
-    return best
+    return *best, np.einsum("tnr,tr->tn", A, best[1][:, :A.shape[2]])
 
 
 def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_above=2.0,
@@ -210,21 +212,25 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     t, n, d = X.shape
     r, k = U.shape[1], sparsity
     chunk_size = chunk_size or default_chunk_size(n, d)
-    support = np.empty((t, k), dtype=np.intp)
-    coef = np.empty((t, r + k))
-    residual = np.empty(t)
+    fit = (np.empty((t, k), dtype=np.intp), np.empty((t, r + k)), np.empty(t),
+           np.empty((t, n)), np.empty((t, n)))  # support, coef, residual, vectors, A w
     # Restart only outliers: needs the warm fits of all users first (a global median).
     outliers_only = support_init is not None and restart_above is not None and k > 0
     for sl in user_chunks(t, chunk_size):
-        support[sl], coef[sl], residual[sl] = _solve_block(
-            X[sl], y[sl], U, k, None if support_init is None else support_init[sl],
-            0 if outliers_only else n_starts, max_iter)
+        block = _solve_block(X[sl], y[sl], U, k,
+                             None if support_init is None else support_init[sl],
+                             0 if outliers_only else n_starts, max_iter)
+        for whole, part in zip(fit, block):
+            whole[sl] = part
     if outliers_only:
-        rho = np.sqrt(residual)
+        rho = np.sqrt(fit[2])
         restart = np.nonzero(rho > restart_above * np.median(rho))[0]
         for sl in user_chunks(restart.size, chunk_size):
             idx = restart[sl]  # a copy of these users only
-            support[idx], coef[idx], residual[idx] = _keep_better(
-                (support[idx], coef[idx], residual[idx]),
-                _solve_block(X[idx], y[idx], U, k, None, n_starts, max_iter))
-    return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual)
+            kept = _keep_better(tuple(a[idx] for a in fit),
+                                _solve_block(X[idx], y[idx], U, k, None, n_starts, max_iter))
+            for whole, part in zip(fit, kept):
+                whole[idx] = part
+    support, coef, residual, vectors, lowrank = fit
+    return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual,
+                    residual_vectors=vectors, lowrank_predictions=lowrank)

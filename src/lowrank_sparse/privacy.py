@@ -57,7 +57,9 @@ def clip_rows(V: np.ndarray, bound: float) -> tuple[np.ndarray, int]:
     peak = np.max(np.abs(V), axis=1)
     safe_peak = np.where(peak > 0, peak, 1.0)
     norm = safe_peak * np.linalg.norm(V / safe_peak[:, None], axis=1)
-    scale = np.where(norm > bound, bound / np.where(norm > 0, norm, 1.0), 1.0)
+    # bound / norm only matters where norm > bound; elsewhere it may overflow, harmlessly.
+    with np.errstate(over="ignore"):
+        scale = np.where(norm > bound, bound / np.where(norm > 0, norm, 1.0), 1.0)
     clipped = V * scale[:, None]
     # Rounding can leave a scaled row a hair above the bound; shrink it onto the bound.
     over = np.linalg.norm(clipped, axis=1) > bound
