@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,15 @@ class Trimmed:
         if dof < 1:  # n = r + k: every user fits exactly, the residual says nothing
             return np.ones_like(residual)
         rho2 = np.maximum(residual, 0.0)
-        scale2 = np.quantile(rho2, self.fraction) / stats.chi2.ppf(self.fraction, dof)
-        cut2 = scale2 * stats.chi2.ppf(self.keep, dof)
+        scale2 = np.quantile(rho2, self.fraction) / _chi2_quantile(self.fraction, dof)
+        cut2 = scale2 * _chi2_quantile(self.keep, dof)
         return (rho2 <= cut2).astype(float)
+
+
+def _chi2_quantile(q, dof):
+    """The q-quantile of chi^2_dof (scipy.special, not scipy.stats: the latter adds ~0.4 s
+    to every pipeline job's import)."""
+    return special.chdtri(dof, 1.0 - q)
 
 
 def check_robust(robust):
