@@ -1,6 +1,7 @@
 """A full AMHT-LRS fit with a million users on one machine (noiseless).
 
     python benchmarks/bench_million.py [--t 1000000] [--k 5] [--robust trimmed]
+    python benchmarks/bench_million.py --k 2 --epsilon 4     # DP-AMHT-LRS, delta 1e-6
 
 d=100, n=20, r=5: X is t * n * d * 8 bytes = 16 GB in float64 at t = 1e6. Prints the
 time to draw the data, the fit time, iterations, subspace distance and peak memory.
@@ -25,6 +26,8 @@ def main():
     parser.add_argument("--r", type=int, default=5)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--robust", choices=["huber", "trimmed"], default="trimmed")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="fit DP-AMHT-LRS at this epsilon (delta 1e-6) instead")
     args = parser.parse_args()
     start = time.perf_counter()
     problem = ls.make_problem(args.d, args.t, args.r, args.k, rng=0)
@@ -37,14 +40,21 @@ def main():
               f"at {time.perf_counter() - fit_start:.0f} s", flush=True)
 
     fit_start = time.perf_counter()
-    robust = ls.Trimmed() if args.robust == "trimmed" else ls.Huber()
-    fit = ls.amht_lrs(data.X, data.y, args.r, args.k, robust=robust, callback=progress)
+    if args.epsilon is None:
+        robust = ls.Trimmed() if args.robust == "trimmed" else ls.Huber()
+        fit = ls.amht_lrs(data.X, data.y, args.r, args.k, robust=robust, callback=progress)
+    else:
+        fit = ls.dp_amht_lrs(data.X, data.y, args.r, args.k, args.epsilon, 1e-6, rng=2)
     seconds = time.perf_counter() - fit_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"fit: {seconds:.0f} s, {fit.n_iter} iterations "
           f"({seconds / fit.n_iter:.1f} s each incl. final local step), "
           f"distance {metrics.subspace_distance(problem.U, fit.U):.2e}, users recovered "
           f"{metrics.success_rate(problem.theta, fit.theta):.3f}, peak RSS {peak:.1f} GiB")
+    if args.epsilon is not None:
+        report = fit.extra["privacy"]
+        print(f"privacy: epsilon spent {report.epsilon_spent:.4g} of {report.epsilon_target}, "
+              f"delta {report.delta}, noise multiplier {report.noise_multiplier:.3g}")
 
 
 if __name__ == "__main__":
