@@ -16,7 +16,14 @@ def default_chunk_size(n: int, d: int) -> int:
 
     It depends only on the data shape, never on the machine, so results are reproducible.
     """
-    return max(1, (1 << 25) // max(1, n * d))
+    return users_per_block(n * d)
+
+
+def users_per_block(floats_per_user: int, chunk_size: int | None = None) -> int:
+    """Users per block so that a per-user array of ``floats_per_user`` float64 values
+    (e.g. a d x d Gram matrix) stays about 256 MB per block, and at most ``chunk_size``."""
+    size = max(1, (1 << 25) // max(1, floats_per_user))
+    return size if chunk_size is None else max(1, min(chunk_size, size))
 
 
 def batched_solve(G: np.ndarray, h: np.ndarray) -> np.ndarray:

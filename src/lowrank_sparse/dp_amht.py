@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ._linalg import correlations, default_chunk_size, user_chunks
+from ._linalg import correlations, default_chunk_size, user_chunks, users_per_block
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
 from .local import LocalFit, local_step
@@ -156,14 +156,17 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     s = calibrate_noise_multiplier(epsilon, float(delta), n_releases)
     releases = []
 
-    def release(name, user_fn, bound):
-        total, n_clipped = gaussian_sum(
-            (user_fn(sl) for sl in user_chunks(t, chunk_size)), bound, s, noise_rng)
+    def release(name, user_fn, bound, floats_per_user):
+        # Blocks sized by the per-user rows (d^2 for the moments), so the clipping
+        # temporaries stay ~256 MB each (a d^2 row per user of a whole chunk of X was
+        # 1.3 GB per copy at d=100 and took the t=1e6 fit to 22 GiB).
+        blocks = user_chunks(t, users_per_block(floats_per_user, chunk_size))
+        total, n_clipped = gaussian_sum((user_fn(sl) for sl in blocks), bound, s, noise_rng)
         releases.append(Release(name, bound, s, n_clipped))
         return total
 
-    U = _server_init(release("init", lambda sl: _user_moments(X[sl], y[sl]), clip["init"]),
-                     d, rank)
+    U = _server_init(release("init", lambda sl: _user_moments(X[sl], y[sl]), clip["init"],
+                             d * d), d, rank)
     changes, losses, seconds, signal_ratio = [], [], [], []
     start = time.perf_counter()
     support = None
@@ -173,9 +176,11 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
         fit = local_step(X, y, U, sparsity, support_init=support,
                          restart_above=2.0 if settled else None, chunk_size=chunk_size)
         support = fit.support
-        grad = release(f"gradient {it}", lambda sl: _user_gradients(X[sl], y[sl], U, _rows(fit, sl)),
-                       clip["grad"])
-        gram = release(f"gram {it}", lambda sl: _user_grams(_rows(fit, sl)), clip["gram"])
+        grad = release(f"gradient {it}",
+                       lambda sl: _user_gradients(X[sl], y[sl], U, _rows(fit, sl)),
+                       clip["grad"], d * rank)
+        gram = release(f"gram {it}", lambda sl: _user_grams(_rows(fit, sl)), clip["gram"],
+                       rank * rank)
         noise_norm = s * clip["grad"] * np.sqrt(grad.size)
         signal_ratio.append(noise_norm / max(np.linalg.norm(grad), 1e-300))
         U_new = _server_update(U, grad, gram, n, gram_floor)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._linalg import correlations, matvec, user_chunks
+from ._linalg import correlations, matvec, user_chunks, users_per_block
 
 
 def _rhs(X, Z, W, omega, chunk_size):
@@ -108,8 +108,8 @@ def solve_direct(X, Z, W, omega, *, chunk_size):
     r = W.shape[1]
     # G[a, j, b, l] = sum_i omega_i W_ia W_ib (X_i^T X_i)_jl  (vec(U) in column order)
     G = np.zeros((r * r, d * d))
-    # Per-user Gram matrices are d x d each: bound their chunk to ~256 MB on its own.
-    for sl in user_chunks(t, max(1, min(chunk_size, (1 << 25) // (d * d)))):
+    # Per-user Gram matrices are d x d each: bound their block to ~256 MB on its own.
+    for sl in user_chunks(t, users_per_block(d * d, chunk_size)):
         Xc = X[sl]
         gram = (Xc.transpose(0, 2, 1) @ Xc).reshape(Xc.shape[0], d * d)
         coeff = (omega[sl, None, None] * W[sl, :, None] * W[sl, None, :]).reshape(-1, r * r)
