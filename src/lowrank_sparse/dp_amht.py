@@ -56,12 +56,12 @@ def _user_moments(X, y):
     return (Xy.transpose(0, 2, 1) @ Xy).reshape(t, d * d) / n
 
 
-def _user_gradients(X, y, U, fit):
-    """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i): minus the
-    gradient of the user's squared loss in U (the negative half-gradient)."""
-    t, n, d = X.shape
-    res = fit.residual_vectors  # the local step's, at this U: no pass over X
-    return (correlations(X, res)[:, :, None] * fit.W[:, None, :]).reshape(t, -1)
+def _user_gradients(X, fit):
+    """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i) the local
+    step's residual at the current U: minus the gradient of the user's squared loss in U
+    (the negative half-gradient)."""
+    res = fit.residual_vectors
+    return (correlations(X, res)[:, :, None] * fit.W[:, None, :]).reshape(X.shape[0], -1)
 
 
 def _user_grams(fit):
@@ -177,7 +177,7 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
                          restart_above=2.0 if settled else None, chunk_size=chunk_size)
         support = fit.support
         grad = release(f"gradient {it}",
-                       lambda sl: _user_gradients(X[sl], y[sl], U, _rows(fit, sl)),
+                       lambda sl: _user_gradients(X[sl], _rows(fit, sl)),
                        clip["grad"], d * rank)
         gram = release(f"gram {it}", lambda sl: _user_grams(_rows(fit, sl)), clip["gram"],
                        rank * rank)
@@ -211,7 +211,7 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
 
 
 def _rows(fit, sl):
-    """The users ``sl`` of a LocalFit (W, support, values)."""
+    """The users ``sl`` of a LocalFit."""
     return LocalFit(W=fit.W[sl], support=fit.support[sl], values=fit.values[sl],
                     residual=fit.residual[sl], residual_vectors=fit.residual_vectors[sl],
                     lowrank_predictions=fit.lowrank_predictions[sl])
