@@ -10,7 +10,7 @@ import numpy as np
 from ._validation import check_int, check_positive, check_rank_sparsity, check_subspace, check_xy
 from .global_step import solve_cg, solve_direct
 from ._linalg import default_chunk_size, user_chunks
-from .local import LocalFit, local_step
+from .local import local_step
 from .metrics import principal_sine
 from .robust import Huber, check_robust
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._linalg import batched_solve, matvec
-from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
+from ._validation import check_int, check_positive, check_xy
 from .estimators import AMHTLRS, DPAMHTLRS, PersonalizedModel
 from .local import local_step
 

@@ -3,8 +3,6 @@
 import json
 import sys
 
-import pandas as pd
-
 sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_path, setup_logging  # noqa: E402
 
