@@ -11,7 +11,7 @@ import numpy as np
 
 import lowrank_sparse as ls
 from lowrank_sparse import metrics
-from lowrank_sparse.global_step import solve_cg, solve_direct
+from lowrank_sparse.global_step import normal_rhs, solve_cg, solve_direct
 from lowrank_sparse.local import local_step
 
 
@@ -31,7 +31,8 @@ def main():
     Z = y - np.einsum("tnd,td->tn", X, fit.sparse(d))
     omega = np.ones(args.t)
     start = time.perf_counter()
-    U_cg, its = solve_cg(X, Z, fit.W, omega, U0, chunk_size=args.t, tol=1e-12)
+    U_cg, its = solve_cg(X, fit.W, omega, U0, rhs=normal_rhs(X, Z, fit.W, omega),
+                         tol=1e-12)
     t_cg = time.perf_counter() - start
     start = time.perf_counter()
     U_direct = solve_direct(X, Z, fit.W, omega, chunk_size=args.t)

@@ -5,7 +5,7 @@ import pytest
 
 import lowrank_sparse as ls
 from lowrank_sparse import metrics
-from lowrank_sparse.global_step import solve_cg, solve_direct
+from lowrank_sparse.global_step import normal_rhs, solve_cg, solve_direct
 
 from conftest import make_instance
 
@@ -116,8 +116,10 @@ def test_cg_u_step_solves_the_normal_equations_exactly():
     omega = np.random.default_rng(0).uniform(0.2, 1.0, problem.t)
     U0 = np.linalg.qr(np.random.default_rng(1).standard_normal((30, 3)))[0]
     exact = solve_direct(data.X, Z, problem.W, omega, chunk_size=problem.t)
-    cg, _ = solve_cg(data.X, Z, problem.W, omega, U0, chunk_size=40)
-    np.testing.assert_allclose(cg, exact, atol=1e-11)
+    R = normal_rhs(data.X, Z, problem.W, omega, chunk_size=40)
+    for backend in ("numba", "numpy"):
+        cg, _ = solve_cg(data.X, problem.W, omega, U0, rhs=R, chunk_size=40, backend=backend)
+        np.testing.assert_allclose(cg, exact, atol=1e-11)
 
 
 def test_cg_and_direct_fits_agree():
@@ -175,19 +177,24 @@ def test_known_subspace_local_step_recovers_supports():
     assert np.all((fit.B_ != 0).sum(axis=1) <= 3)
 
 
-def test_local_fit_carries_its_residuals_and_lowrank_predictions():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_local_fit_carries_its_residuals_and_correlations(backend):
     # The U step reuses them instead of passes over X; restarts and chunks must keep
     # them consistent with (W, B) user by user.
     problem, data = make_instance(d=30, t=200, r=2, k=3, n=12, noise=0.1, seed=15)
     U = np.linalg.qr(problem.U + 0.05 * np.random.default_rng(0).standard_normal((30, 2)))[0]
-    warm = ls.local_step(data.X, data.y, U, 3)
-    fit = ls.local_step(data.X, data.y, U, 3, support_init=warm.support, chunk_size=37)
+    warm = ls.local_step(data.X, data.y, U, 3, backend=backend)
+    fit = ls.local_step(data.X, data.y, U, 3, support_init=warm.support, chunk_size=37,
+                        backend=backend)
     lowrank = np.einsum("tnd,td->tn", data.X, fit.W @ U.T)
     sparse = np.einsum("tnd,td->tn", data.X, fit.sparse(30))
     np.testing.assert_allclose(fit.lowrank_predictions, lowrank, atol=1e-12)
     np.testing.assert_allclose(fit.residual_vectors, data.y - lowrank - sparse, atol=1e-12)
     np.testing.assert_allclose(np.sum(fit.residual_vectors ** 2, axis=1), fit.residual,
                                rtol=1e-10)
+    np.testing.assert_allclose(fit.residual_correlations,
+                               np.einsum("tnd,tn->td", data.X, data.y - lowrank - sparse),
+                               atol=1e-12)
 
 
 def test_moment_init_finds_the_subspace_with_many_samples():

@@ -10,7 +10,7 @@ import numpy as np
 from ._validation import check_int, check_positive, check_rank_sparsity, check_subspace, check_xy
 from .global_step import solve_cg, solve_direct
 from ._linalg import default_chunk_size, user_chunks
-from .local import local_step
+from .local import check_backend, local_step
 from .metrics import principal_sine
 from .robust import Huber, check_robust
 
@@ -89,7 +89,8 @@ def top_eigenvectors(M, rank) -> np.ndarray:
 
 def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
              fresh_samples=False, robust=Huber(), n_starts=1, htp_iter=20,
-             solver="cg", chunk_size=None, callback=None, rng=None) -> FitResult:
+             solver="cg", chunk_size=None, backend="numba", callback=None,
+             rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i by alternating minimization and hard thresholding.
 
     Parameters
@@ -125,8 +126,12 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     solver : "cg" or "direct", default "cg"
         U-step solver (see :mod:`lowrank_sparse.global_step`).
     chunk_size : int, optional
-        Users per block in every pass over X; bounds memory, results are the same to
-        rounding.
+        Users per block in every pass over X of the numpy backend; bounds memory,
+        results are the same to rounding.
+    backend : "numba" or "numpy", default "numba"
+        "numba": the local step and the CG U step run as compiled loops over users that
+        read each X_i once per pass (:mod:`lowrank_sparse._kernels`); "numpy": the
+        batched reference. Results agree to rounding.
     callback : callable(iteration, U), optional
         Called after each global step, e.g. to trace the distance to a known U*.
     rng : None, int or Generator
@@ -172,6 +177,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     n_starts = check_int("n_starts", n_starts, low=1)
     tol = check_positive("tol", tol, allow_zero=True)
     robust = check_robust(robust)
+    backend = check_backend(backend)
     if solver not in ("cg", "direct"):
         raise ValueError(f"solver must be 'cg' or 'direct'; got {solver!r}")
     if chunk_size is not None:
@@ -194,25 +200,29 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
         fit = local_step(Xb, yb, U, sparsity, support_init=support, max_iter=htp_iter,
                          n_starts=n_starts, restart_above=2.0 if settled else None,
-                         chunk_size=chunk_size)
+                         chunk_size=chunk_size, backend=backend)
         support = fit.support
         omega = (np.ones(t) if robust is None
                  else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
-        Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
         if solver == "cg":
+            # The residual of the normal equations at the current U comes from the local
+            # fit's per-user correlations X_i^T e_i (computed while X_i was in cache).
+            residual0 = fit.residual_correlations.T @ (omega[:, None] * fit.W)
             # Inexact alternating minimization: solve the U step only as accurately as
             # the last change of U warrants; the error is contracted by the next steps,
             # and near the fixed point the warm start makes the solve nearly free.
             cg_tol = min(1e-3, max(1e-14, 1e-2 * (changes[-1] if changes else 1.0)))
-            U_new, n_cg = solve_cg(Xb, Z, fit.W, omega, U, chunk_size=chunk_size,
-                                   col_sq=col_sq, residual0=fit.residual_vectors,
-                                   tol=cg_tol)
+            U_new, n_cg = solve_cg(Xb, fit.W, omega, U, residual0=residual0,
+                                   chunk_size=chunk_size, col_sq=col_sq, tol=cg_tol,
+                                   backend=backend)
         else:
+            Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
             U_new, n_cg = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size), 0
         U_new = _orthonormalize(U_new, U)
         changes.append(principal_sine(U, U_new))
         losses.append(float(fit.residual.sum() / (t * Xb.shape[1])))
         downweighted.append(int(np.sum(omega < 1)))
+        del fit  # its per-user arrays (2 t d floats) need not coexist with the next ones
         cg_its.append(n_cg)
         seconds.append(time.perf_counter() - start)
         U = U_new
@@ -222,7 +232,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
             converged = True
             break
     final = local_step(X, y, U, sparsity, support_init=support, max_iter=htp_iter,
-                       n_starts=n_starts, chunk_size=chunk_size)
+                       n_starts=n_starts, chunk_size=chunk_size, backend=backend)
     history = History(subspace_change=np.array(changes), train_loss=np.array(losses),
                       n_downweighted=np.array(downweighted), cg_iterations=np.array(cg_its),
                       seconds=np.array(seconds))

@@ -19,10 +19,10 @@ import warnings
 
 import numpy as np
 
-from ._linalg import correlations, default_chunk_size, user_chunks, users_per_block
+from ._linalg import default_chunk_size, user_chunks, users_per_block
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
-from .local import LocalFit, local_step
+from .local import check_backend, local_step
 from .metrics import principal_sine
 from .privacy import (NEIGHBOURING_RELATION, PrivacyReport, Release, calibrate_noise_multiplier,
                       epsilon_spent, gaussian_sum)
@@ -56,12 +56,13 @@ def _user_moments(X, y):
     return (Xy.transpose(0, 2, 1) @ Xy).reshape(t, d * d) / n
 
 
-def _user_gradients(X, fit):
+def _user_gradients(fit):
     """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i) the local
-    step's residual at the current U: minus the gradient of the user's squared loss in U
-    (the negative half-gradient)."""
-    res = fit.residual_vectors
-    return (correlations(X, res)[:, :, None] * fit.W[:, None, :]).reshape(X.shape[0], -1)
+    step's residual at the current U (its correlations X_i^T res_i come with the local
+    fit): minus the gradient of the user's squared loss in U (the negative
+    half-gradient)."""
+    return (fit.residual_correlations[:, :, None] * fit.W[:, None, :]).reshape(
+        fit.W.shape[0], -1)
 
 
 def _user_grams(fit):
@@ -94,7 +95,7 @@ def _server_update(U, noisy_grad, noisy_gram, n, floor):
 
 def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
                 clip_init=None, clip_grad=None, clip_gram=None, chunk_size=None,
-                rng=None) -> FitResult:
+                backend="numba", rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i with (epsilon, delta) user-level DP for the released Us.
 
     Parameters
@@ -112,6 +113,8 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
         (:func:`default_clip_bounds`).
     clip_init, clip_grad, clip_gram : float, optional
         L2 clip bounds of the per-user contributions (override the defaults).
+    chunk_size : int, optional;  backend : "numba" or "numpy", default "numba"
+        As in :func:`lowrank_sparse.amht.amht_lrs` (the users' local steps).
     rng : None, int or Generator
         The privacy-noise stream (independent of the data).
 
@@ -144,6 +147,7 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     if not (isinstance(delta, (int, float, np.floating)) and 0 < delta < 1):
         raise ValueError(f"delta must be in (0, 1); got {delta!r}")
     n_iter = check_int("n_iter", n_iter, low=1)
+    backend = check_backend(backend)
     y_scale = check_positive("y_scale", y_scale)
     clip = default_clip_bounds(d, n, y_scale)
     for key, value in (("init", clip_init), ("grad", clip_grad), ("gram", clip_gram)):
@@ -174,12 +178,13 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     for it in range(n_iter):
         settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
         fit = local_step(X, y, U, sparsity, support_init=support,
-                         restart_above=2.0 if settled else None, chunk_size=chunk_size)
+                         restart_above=2.0 if settled else None, chunk_size=chunk_size,
+                         backend=backend)
         support = fit.support
         grad = release(f"gradient {it}",
-                       lambda sl: _user_gradients(X[sl], _rows(fit, sl)),
+                       lambda sl: _user_gradients(fit.users(sl)),
                        clip["grad"], d * rank)
-        gram = release(f"gram {it}", lambda sl: _user_grams(_rows(fit, sl)), clip["gram"],
+        gram = release(f"gram {it}", lambda sl: _user_grams(fit.users(sl)), clip["gram"],
                        rank * rank)
         noise_norm = s * clip["grad"] * np.sqrt(grad.size)
         signal_ratio.append(noise_norm / max(np.linalg.norm(grad), 1e-300))
@@ -188,7 +193,8 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
         losses.append(float(fit.residual.sum() / (t * n)))
         seconds.append(time.perf_counter() - start)
         U = U_new
-    final = local_step(X, y, U, sparsity, support_init=support, chunk_size=chunk_size)
+    final = local_step(X, y, U, sparsity, support_init=support, chunk_size=chunk_size,
+                       backend=backend)
 
     spent = epsilon_spent([r.noise_multiplier for r in releases], float(delta))
     noise_dominated = bool(np.median(signal_ratio) > 1.0) if s > 0 else False
@@ -208,10 +214,3 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
                       seconds=np.array(seconds))
     return FitResult(U=U, W=final.W, B=final.sparse(d), history=history, n_iter=n_iter,
                      converged=False, extra={"privacy": report})
-
-
-def _rows(fit, sl):
-    """The users ``sl`` of a LocalFit."""
-    return LocalFit(W=fit.W[sl], support=fit.support[sl], values=fit.values[sl],
-                    residual=fit.residual[sl], residual_vectors=fit.residual_vectors[sl],
-                    lowrank_predictions=fit.lowrank_predictions[sl])

@@ -20,7 +20,7 @@ the memory of temporaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -32,8 +32,8 @@ from ._linalg import (batched_solve, correlations, default_chunk_size, gather_co
 class LocalFit:
     """Per-user fit. W: (t, r); support, values: (t, k); residual: (t,) squared norm;
     and what the U step needs, so it need not recompute it with passes over X:
-    residual_vectors (t, n) y_i - X_i U w_i - X_i b_i, lowrank_predictions (t, n)
-    X_i U w_i."""
+    residual_vectors (t, n) e_i = y_i - X_i U w_i - X_i b_i, lowrank_predictions (t, n)
+    X_i U w_i and residual_correlations (t, d) X_i^T e_i."""
 
     W: np.ndarray
     support: np.ndarray
@@ -41,6 +41,11 @@ class LocalFit:
     residual: np.ndarray
     residual_vectors: np.ndarray
     lowrank_predictions: np.ndarray
+    residual_correlations: np.ndarray
+
+    def users(self, index) -> "LocalFit":
+        """The fit of the users ``index`` (a slice or index array)."""
+        return LocalFit(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
@@ -174,7 +179,7 @@ def _solve_block(X, y, U, k, S0, n_starts, max_iter):
 
 
 def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_above=2.0,
-               max_iter=20, chunk_size=None) -> LocalFit:
+               max_iter=20, chunk_size=None, backend="numba") -> LocalFit:
     """Fit (w_i, b_i) for every user with U fixed.
 
     Parameters
@@ -202,8 +207,13 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     max_iter : int, default 20
         Maximum HTP iterations per start; HTP stops earlier when no support changes.
     chunk_size : int, optional
-        Users per block (memory bound); default from :func:`default_chunk_size`. The
-        result does not depend on it beyond rounding.
+        Users per block (memory bound) of the numpy backend; default from
+        :func:`default_chunk_size`. The result does not depend on it beyond rounding.
+    backend : "numba" or "numpy", default "numba"
+        "numba" runs each user's whole fit in one compiled loop over users while X_i is
+        in cache (:mod:`lowrank_sparse._kernels`; its memory is the outputs only);
+        "numpy" is the batched reference it is tested against. Same arithmetic, results
+        equal to rounding.
 
     Returns
     -------
@@ -211,26 +221,74 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     """
     t, n, d = X.shape
     r, k = U.shape[1], sparsity
-    chunk_size = chunk_size or default_chunk_size(n, d)
+    check_backend(backend)
+    # support, coef, residual, vectors e, A w, X^T e
     fit = (np.empty((t, k), dtype=np.intp), np.empty((t, r + k)), np.empty(t),
-           np.empty((t, n)), np.empty((t, n)))  # support, coef, residual, vectors, A w
+           np.empty((t, n)), np.empty((t, n)), np.empty((t, d)))
     # Restart only outliers: needs the warm fits of all users first (a global median).
     outliers_only = support_init is not None and restart_above is not None and k > 0
+    if backend == "numba":
+        _fit_compiled(X, y, U, k, support_init, n_starts, max_iter,
+                      restart_above if outliers_only else None, fit)
+    else:
+        _fit_batched(X, y, U, k, support_init, n_starts, max_iter,
+                     restart_above if outliers_only else None,
+                     chunk_size or default_chunk_size(n, d), fit)
+    support, coef, residual, vectors, lowrank, corr_residual = fit
+    return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual,
+                    residual_vectors=vectors, lowrank_predictions=lowrank,
+                    residual_correlations=corr_residual)
+
+
+def _restarts(residual, restart_above):
+    """Users whose warm-started residual norm exceeds restart_above x the median."""
+    rho = np.sqrt(residual)
+    return np.nonzero(rho > restart_above * np.median(rho))[0]
+
+
+def _fit_compiled(X, y, U, k, support_init, n_starts, max_iter, restart_above, fit):
+    from . import _kernels
+
+    t = X.shape[0]
+    Ut = np.ascontiguousarray(U.T)
+    warm = support_init is not None
+    S0 = (np.ascontiguousarray(support_init, dtype=np.intp) if warm
+          else np.empty((t, k), dtype=np.intp))
+    _kernels.fit_users(X, y, Ut, k, np.arange(t), S0, warm,
+                       0 if restart_above is not None else n_starts, max_iter, False, *fit)
+    if restart_above is not None:
+        _kernels.fit_users(X, y, Ut, k, _restarts(fit[2], restart_above), S0, False,
+                           n_starts, max_iter, True, *fit)
+
+
+def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, chunk_size,
+                 fit):
+    t = X.shape[0]
+    outliers_only = restart_above is not None
+    fits = fit[:5]
     for sl in user_chunks(t, chunk_size):
         block = _solve_block(X[sl], y[sl], U, k,
                              None if support_init is None else support_init[sl],
                              0 if outliers_only else n_starts, max_iter)
-        for whole, part in zip(fit, block):
+        for whole, part in zip(fits, block):
             whole[sl] = part
     if outliers_only:
-        rho = np.sqrt(fit[2])
-        restart = np.nonzero(rho > restart_above * np.median(rho))[0]
+        restart = _restarts(fit[2], restart_above)
         for sl in user_chunks(restart.size, chunk_size):
             idx = restart[sl]  # a copy of these users only
-            kept = _keep_better(tuple(a[idx] for a in fit),
+            kept = _keep_better(tuple(a[idx] for a in fits),
                                 _solve_block(X[idx], y[idx], U, k, None, n_starts, max_iter))
-            for whole, part in zip(fit, kept):
+            for whole, part in zip(fits, kept):
                 whole[idx] = part
-    support, coef, residual, vectors, lowrank = fit
-    return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual,
-                    residual_vectors=vectors, lowrank_predictions=lowrank)
+    vectors, corr_residual = fit[3], fit[5]
+    for sl in user_chunks(t, chunk_size):
+        corr_residual[sl] = correlations(X[sl], vectors[sl])
+
+
+BACKENDS = ("numba", "numpy")
+
+
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    return backend

@@ -1,0 +1,90 @@
+"""The compiled backend (lowrank_sparse._kernels) against the batched numpy reference:
+same supports user by user and the same numbers to rounding, in every path of the
+local step (warm start, greedy starts, restarts, k = 0, no shared subspace) and in
+whole fits."""
+
+import numpy as np
+import pytest
+
+import lowrank_sparse as ls
+from lowrank_sparse.global_step import _apply, _apply_compiled
+
+from conftest import make_instance
+
+
+def assert_same_fit(a, b, atol=1e-10):
+    np.testing.assert_array_equal(a.support, b.support)
+    for name in ("W", "values", "residual", "residual_vectors", "lowrank_predictions",
+                 "residual_correlations"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol,
+                                   err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def instance():
+    # n near r + k so that starts, HTP iterations and restarts all matter.
+    problem, data = make_instance(d=40, t=300, r=3, k=3, n=14, noise=0.01, seed=21)
+    rng = np.random.default_rng(0)
+    U = np.linalg.qr(problem.U + 0.05 * rng.standard_normal(problem.U.shape))[0]
+    return problem, data, U
+
+
+@pytest.mark.parametrize("n_starts", [1, 3])
+def test_cold_local_step_matches_numpy(instance, n_starts):
+    _, data, U = instance
+    fits = [ls.local_step(data.X, data.y, U, 3, n_starts=n_starts, backend=b)
+            for b in ("numba", "numpy")]
+    assert_same_fit(*fits)
+
+
+def test_warm_local_step_with_restarts_matches_numpy(instance):
+    problem, data, U = instance
+    # Warm supports: half right, half random, so HTP moves and outliers are restarted.
+    rng = np.random.default_rng(1)
+    true = np.argsort(-np.abs(problem.B), axis=1)[:, :3]
+    S0 = np.where(rng.random((problem.t, 1)) < 0.5, true,
+                  np.argsort(rng.random((problem.t, 40)), axis=1)[:, :3])
+    for restart_above in (2.0, None):
+        fits = [ls.local_step(data.X, data.y, U, 3, support_init=S0, n_starts=2,
+                              restart_above=restart_above, backend=b)
+                for b in ("numba", "numpy")]
+        assert_same_fit(*fits)
+
+
+def test_local_step_without_sparse_part_or_subspace_matches_numpy(instance):
+    problem, data, U = instance
+    for U_, k in ((U, 0), (np.zeros((40, 0)), 3)):  # AltMin heads; per-user sparse
+        fits = [ls.local_step(data.X, data.y, U_, k, backend=b) for b in ("numba", "numpy")]
+        assert_same_fit(*fits)
+
+
+def test_normal_operator_matches_numpy(instance):
+    problem, data, U = instance
+    omega = np.random.default_rng(2).uniform(0, 1, problem.t)
+    np.testing.assert_allclose(_apply_compiled(data.X, U, problem.W, omega),
+                               _apply(data.X, U, problem.W, omega, chunk_size=50),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fresh_samples", [False, True])
+def test_fits_match_numpy(fresh_samples):
+    # fresh_samples hands the kernels strided views of X (no copies): 6 batches of 20.
+    problem, data = make_instance(d=30, t=300, r=2, k=2, n=120 if fresh_samples else 40,
+                                  seed=22)
+    fits = [ls.amht_lrs(data.X, data.y, 2, 2, n_iter=6 if fresh_samples else 100,
+                        fresh_samples=fresh_samples, backend=b) for b in ("numba", "numpy")]
+    np.testing.assert_allclose(fits[0].theta, fits[1].theta, atol=1e-9)
+    np.testing.assert_array_equal(fits[0].history.cg_iterations, fits[1].history.cg_iterations)
+
+
+def test_dp_fit_matches_numpy():
+    problem, data = make_instance(d=20, t=400, r=2, k=1, n=30, seed=23)
+    fits = [ls.dp_amht_lrs(data.X, data.y, 2, 1, epsilon=8.0, delta=1e-5, n_iter=4, rng=0,
+                           backend=b) for b in ("numba", "numpy")]
+    np.testing.assert_allclose(fits[0].theta, fits[1].theta, atol=1e-9)
+
+
+def test_unknown_backend_is_refused(instance):
+    _, data, U = instance
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ls.local_step(data.X, data.y, U, 3, backend="cuda")
