@@ -88,3 +88,15 @@ def test_unknown_backend_is_refused(instance):
     _, data, U = instance
     with pytest.raises(ValueError, match="backend must be one of"):
         ls.local_step(data.X, data.y, U, 3, backend="cuda")
+
+
+def test_degenerate_user_does_not_disturb_the_others(instance):
+    # User 0's features are rank one: its refits are singular (pseudo-inverse); every
+    # other user's fit is as the numpy reference's.
+    problem, data, U = instance
+    X = data.X.copy()
+    X[0] = np.outer(np.arange(1.0, 15.0), np.ones(40))
+    fits = [ls.local_step(X, data.y, U, 3, backend=b) for b in ("numba", "numpy")]
+    assert all(np.all(np.isfinite(f.W)) and np.all(np.isfinite(f.values)) for f in fits)
+    np.testing.assert_allclose(fits[0].residual[0], fits[1].residual[0], rtol=1e-8)
+    assert_same_fit(fits[0].users(slice(1, None)), fits[1].users(slice(1, None)), atol=1e-8)

@@ -81,7 +81,7 @@ def test_one_user_moves_every_presum_by_at_most_its_clip(scale, seed):
     for XX, yy in ((X, y), (X_adv, y_adv)):
         with np.errstate(all="ignore"):
             fit = local_step(XX, yy, U, k)
-            parts = {"init": _user_moments(XX, yy), "grad": _user_gradients(XX, fit),
+            parts = {"init": _user_moments(XX, yy), "grad": _user_gradients(fit),
                      "gram": _user_grams(fit)}
         for name, contrib in parts.items():
             clipped, _ = privacy.clip_rows(contrib, clip[name])

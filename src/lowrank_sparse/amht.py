@@ -211,7 +211,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
             # Inexact alternating minimization: solve the U step only as accurately as
             # the last change of U warrants; the error is contracted by the next steps,
             # and near the fixed point the warm start makes the solve nearly free.
-            cg_tol = min(1e-3, max(1e-14, 1e-2 * (changes[-1] if changes else 1.0)))
+            cg_tol = min(1e-3, max(1e-14, 1e-1 * (changes[-1] if changes else 1.0)))
             U_new, n_cg = solve_cg(Xb, fit.W, omega, U, residual0=residual0,
                                    chunk_size=chunk_size, col_sq=col_sq, tol=cg_tol,
                                    backend=backend)

@@ -24,9 +24,13 @@ def setup_logging(snakemake):
         sys.__excepthook__(kind, value, tb)
 
     sys.excepthook = excepthook
-    # One BLAS thread per job: snakemake runs --cores jobs side by side.
+    # Threads per job as the rule declares (snakemake runs --cores jobs side by side):
+    # BLAS through threadpoolctl, numba's kernels through NUMBA_NUM_THREADS, which numba
+    # reads when the library first imports it.
+    threads = max(1, int(getattr(snakemake, "threads", 1)))
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
     from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=max(1, int(getattr(snakemake, "threads", 1))))
+    threadpool_limits(limits=threads)
     return logging.getLogger(snakemake.rule)
 
 
