@@ -1,5 +1,5 @@
 """Speed of AMHT-LRS on one machine: fit time and time per outer iteration against the
-floor of one pass over the data (X @ theta for all users).
+floor of one pass over the data (X_i theta_i for all users; ``lowrank_sparse.timing``).
 
     python benchmarks/bench_core.py            # both measurements, markdown to stdout
     python benchmarks/bench_core.py --quick    # smaller t, for a smoke run
@@ -17,17 +17,7 @@ import tracemalloc
 import numpy as np
 
 import lowrank_sparse as ls
-from lowrank_sparse import metrics
-
-
-def one_pass_seconds(X, theta, repeat):
-    """Median time of computing X_i theta_i for every user, (t, n, d) x (t, d) -> (t, n)."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        (X @ theta[..., None])[..., 0]
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from lowrank_sparse import metrics, timing
 
 
 def fit_stats(X, y, r, k, n_iter, repeat):
@@ -38,7 +28,7 @@ def fit_stats(X, y, r, k, n_iter, repeat):
         start = time.perf_counter()
         fit = ls.amht_lrs(X, y, r, k, n_iter=n_iter, tol=0.0)
         times.append(time.perf_counter() - start)
-        per_iter.append(np.median(np.diff(fit.history.seconds)))
+        per_iter.append(timing.iteration_seconds(fit.history))
     tracemalloc.start()
     ls.amht_lrs(X, y, r, k, n_iter=2, tol=0.0)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
@@ -65,7 +55,7 @@ def main():
     for t in ([1000] if args.quick else [1000, 10000]):
         problem = ls.make_problem(100, t, 5, 5, rng=2)
         data = ls.sample_data(problem, 20, n_test=0, rng=3)
-        floor = one_pass_seconds(data.X, problem.theta, 5 * args.repeat)
+        floor = timing.one_pass_seconds(data.X, problem.theta, repeats=5 * args.repeat)
         total, per_iter, peak, fit = fit_stats(data.X, data.y, 5, 5, 30, args.repeat)
         dist = metrics.subspace_distance(problem.U, fit.U)
         print(f"| {t:,} | {data.X.nbytes / 2**20:.0f} | {floor * 1e3:.2f} | {per_iter * 1e3:.1f} | "

@@ -133,11 +133,29 @@ def test_cg_and_direct_fits_agree():
 
 
 def test_chunked_and_unchunked_fits_agree():
+    # Chunks of users bound the memory of the batched numpy backend.
     problem, data = make_instance(d=30, t=150, r=3, k=2, n=25, noise=0.05, seed=6)
-    whole = ls.amht_lrs(data.X, data.y, 3, 2, n_iter=20, tol=0)
-    chunked = ls.amht_lrs(data.X, data.y, 3, 2, n_iter=20, tol=0, chunk_size=17)
+    whole = ls.amht_lrs(data.X, data.y, 3, 2, n_iter=20, tol=0, backend="numpy")
+    chunked = ls.amht_lrs(data.X, data.y, 3, 2, n_iter=20, tol=0, chunk_size=17,
+                          backend="numpy")
     np.testing.assert_allclose(chunked.U, whole.U, atol=1e-10)
     np.testing.assert_allclose(chunked.theta, whole.theta, atol=1e-10)
+
+
+def test_compiled_fit_does_not_depend_on_the_number_of_threads():
+    # Sums over users are taken in blocks fixed by t, so the bits are the same.
+    import numba
+
+    problem, data = make_instance(d=30, t=700, r=3, k=2, n=25, noise=0.05, seed=6)
+    fits = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            fits.append(ls.amht_lrs(data.X, data.y, 3, 2, n_iter=10, tol=0))
+        finally:
+            numba.set_num_threads(previous)
+    assert np.array_equal(fits[0].U, fits[1].U) and np.array_equal(fits[0].theta, fits[1].theta)
 
 
 def test_same_seed_same_bits():

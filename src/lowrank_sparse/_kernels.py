@@ -19,10 +19,7 @@ the number of threads.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 #: Users per block of the partial sums over users (fixed, so sums do not depend on the
 #: number of threads).
@@ -36,36 +33,6 @@ _FAST = {"reassoc", "contract"}
 
 def _jit(parallel=False, inline="never"):
     return njit(cache=True, fastmath=_FAST, parallel=parallel, nogil=True, inline=inline)
-
-
-@intrinsic
-def _prefetch_line(typingctx, arr, offset):
-    """Hint the CPU to fetch the cache line at byte ``offset`` of arr's data (LLVM's
-    prefetch: read, keep in all cache levels). Changes no result."""
-    sig = types.void(arr, types.intp)
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        i8p = ir.IntType(8).as_pointer()
-        ptr = builder.gep(builder.bitcast(data, i8p), [args[1]])
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@_jit(inline="always")
-def _prefetch(Xi, part, parts):
-    """Prefetch the ``part``-th of ``parts`` slices of X_i (C-contiguous), so that its
-    reading from memory overlaps the previous user's work in cache instead of stalling
-    the next one; in slices, so the prefetches do not queue up all at once."""
-    size = Xi.size * 8
-    for offset in range(part * size // parts // 64 * 64, (part + 1) * size // parts, 64):
-        _prefetch_line(Xi, offset)
 
 
 @_jit(inline="always")
@@ -190,10 +157,16 @@ def _project_out(Bt, L, v, out, u):
 
 @_jit(inline="always")
 def _correlate(Xi, v, g):
-    """g = X_i^T v."""
+    """g = X_i^T v, four rows of X_i at a time (g is loaded and stored once per four)."""
     n, d = Xi.shape
     g[:] = 0.0
-    for a in range(n):
+    a = 0
+    while a + 4 <= n:
+        v0, v1, v2, v3 = v[a], v[a + 1], v[a + 2], v[a + 3]
+        for j in range(d):
+            g[j] += (Xi[a, j] * v0 + Xi[a + 1, j] * v1) + (Xi[a + 2, j] * v2 + Xi[a + 3, j] * v3)
+        a += 4
+    for a in range(a, n):
         va = v[a]
         for j in range(d):
             g[j] += Xi[a, j] * va
@@ -499,10 +472,7 @@ def fit_users(X, y, Ut, k, users, S0, use_warm, n_starts, max_iter, keep_existin
             i = users[u]
             Xi, yi = X[i], y[i]
             _lowrank_features(Xi, Ut, At)
-            nxt = users[min(u + 1, users.shape[0] - 1)]
-            _prefetch(X[nxt], 0, 2)
             _prepare(At, yi, w)
-            _prefetch(X[nxt], 1, 2)
             have_g = False  # corr_residual[i] already holds X_i^T e_i
             if k == 0:
                 residual[i] = _refit(Xi, yi, r, S, 0, w, coef[i], vectors[i])
@@ -570,3 +540,18 @@ def normal_operator(X, Vt, W, omega):
                 for j in range(d):
                     acc[c, j] += g[j] * wc
     return out
+
+
+def precompile() -> None:
+    """Compile the kernels for the array types the estimators use, into numba's on-disk
+    cache (next to this file), e.g. before starting processes that would otherwise each
+    compile them at once (a pipeline's parallel fit jobs): a later process loads them
+    in about a second. Compiling takes about a minute. Runs two tiny AMHT-LRS fits
+    (k = 1 and k = 0), so the types are those of the real code paths."""
+    from .amht import amht_lrs
+    from .data import make_problem, sample_data
+
+    problem = make_problem(6, 8, 1, 1, rng=0)
+    data = sample_data(problem, 6, n_test=0, rng=1)
+    for k in (1, 0):
+        amht_lrs(data.X, data.y, 1, k, n_iter=2)

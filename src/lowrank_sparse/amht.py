@@ -10,7 +10,7 @@ import numpy as np
 from ._validation import check_int, check_positive, check_rank_sparsity, check_subspace, check_xy
 from .global_step import solve_cg, solve_direct
 from ._linalg import default_chunk_size, user_chunks
-from .local import check_backend, local_step
+from .local import check_backend, local_step, single_threaded_blas
 from .metrics import principal_sine
 from .robust import Huber, check_robust
 
@@ -190,49 +190,51 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
 
     changes, losses, downweighted, cg_its, seconds = [], [], [], [], []
     start = time.perf_counter()
-    support = None
+    support = spare = None
     converged = False
-    for it in range(n_iter):
-        Xb, yb = (X, y) if batches is None else (X[:, batches[it]], y[:, batches[it]])
-        # While U still moves, every user's residual is dominated by the error of U and
-        # says little about its support, so every user is restarted from the greedy
-        # supports; once U has settled only users with outlying residuals are.
-        settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
-        fit = local_step(Xb, yb, U, sparsity, support_init=support, max_iter=htp_iter,
-                         n_starts=n_starts, restart_above=2.0 if settled else None,
-                         chunk_size=chunk_size, backend=backend)
-        support = fit.support
-        omega = (np.ones(t) if robust is None
-                 else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
-        if solver == "cg":
-            # The residual of the normal equations at the current U comes from the local
-            # fit's per-user correlations X_i^T e_i (computed while X_i was in cache).
-            residual0 = fit.residual_correlations.T @ (omega[:, None] * fit.W)
-            # Inexact alternating minimization: solve the U step only as accurately as
-            # the last change of U warrants; the error is contracted by the next steps,
-            # and near the fixed point the warm start makes the solve nearly free.
-            cg_tol = min(1e-3, max(1e-14, 1e-1 * (changes[-1] if changes else 1.0)))
-            U_new, n_cg = solve_cg(Xb, fit.W, omega, U, residual0=residual0,
-                                   chunk_size=chunk_size, col_sq=col_sq, tol=cg_tol,
-                                   backend=backend)
-        else:
-            Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
-            U_new, n_cg = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size), 0
-        U_new = _orthonormalize(U_new, U)
-        changes.append(principal_sine(U, U_new))
-        losses.append(float(fit.residual.sum() / (t * Xb.shape[1])))
-        downweighted.append(int(np.sum(omega < 1)))
-        del fit  # its per-user arrays (2 t d floats) need not coexist with the next ones
-        cg_its.append(n_cg)
-        seconds.append(time.perf_counter() - start)
-        U = U_new
-        if callback is not None:
-            callback(it, U)
-        if changes[-1] <= tol:
-            converged = True
-            break
-    final = local_step(X, y, U, sparsity, support_init=support, max_iter=htp_iter,
-                       n_starts=n_starts, chunk_size=chunk_size, backend=backend)
+    with single_threaded_blas(backend):
+        for it in range(n_iter):
+            Xb, yb = (X, y) if batches is None else (X[:, batches[it]], y[:, batches[it]])
+            # While U still moves, every user's residual is dominated by the error of U and
+            # says little about its support, so every user is restarted from the greedy
+            # supports; once U has settled only users with outlying residuals are.
+            settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
+            fit = local_step(Xb, yb, U, sparsity, support_init=support, max_iter=htp_iter,
+                             n_starts=n_starts, restart_above=2.0 if settled else None,
+                             chunk_size=chunk_size, backend=backend, out=spare)
+            support = fit.support
+            omega = (np.ones(t) if robust is None
+                     else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
+            if solver == "cg":
+                # The residual of the normal equations at the current U comes from the local
+                # fit's per-user correlations X_i^T e_i (computed while X_i was in cache).
+                residual0 = fit.residual_correlations.T @ (omega[:, None] * fit.W)
+                # Inexact alternating minimization: solve the U step only as accurately as
+                # the last change of U warrants; the error is contracted by the next steps,
+                # and near the fixed point the warm start makes the solve nearly free.
+                cg_tol = min(1e-3, max(1e-14, 1e-1 * (changes[-1] if changes else 1.0)))
+                U_new, n_cg = solve_cg(Xb, fit.W, omega, U, residual0=residual0,
+                                       chunk_size=chunk_size, col_sq=col_sq, tol=cg_tol,
+                                       backend=backend)
+            else:
+                Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
+                U_new, n_cg = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size), 0
+            U_new = _orthonormalize(U_new, U)
+            changes.append(principal_sine(U, U_new))
+            losses.append(float(fit.residual.sum() / (t * Xb.shape[1])))
+            downweighted.append(int(np.sum(omega < 1)))
+            spare, fit = fit, None  # the next local step writes into its arrays
+            cg_its.append(n_cg)
+            seconds.append(time.perf_counter() - start)
+            U = U_new
+            if callback is not None:
+                callback(it, U)
+            if changes[-1] <= tol:
+                converged = True
+                break
+        final = local_step(X, y, U, sparsity, support_init=support, max_iter=htp_iter,
+                           n_starts=n_starts, chunk_size=chunk_size, backend=backend,
+                           out=spare)
     history = History(subspace_change=np.array(changes), train_loss=np.array(losses),
                       n_downweighted=np.array(downweighted), cg_iterations=np.array(cg_its),
                       seconds=np.array(seconds))

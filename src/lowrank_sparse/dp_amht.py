@@ -22,7 +22,7 @@ import numpy as np
 from ._linalg import default_chunk_size, user_chunks, users_per_block
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
-from .local import check_backend, local_step
+from .local import check_backend, local_step, single_threaded_blas
 from .metrics import principal_sine
 from .privacy import (NEIGHBOURING_RELATION, PrivacyReport, Release, calibrate_noise_multiplier,
                       epsilon_spent, gaussian_sum)
@@ -173,28 +173,30 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
                              d * d), d, rank)
     changes, losses, seconds, signal_ratio = [], [], [], []
     start = time.perf_counter()
-    support = None
+    support = spare = None
     gram_floor = max(s * clip["gram"] * 2 * np.sqrt(rank), 1e-12)
-    for it in range(n_iter):
-        settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
-        fit = local_step(X, y, U, sparsity, support_init=support,
-                         restart_above=2.0 if settled else None, chunk_size=chunk_size,
-                         backend=backend)
-        support = fit.support
-        grad = release(f"gradient {it}",
-                       lambda sl: _user_gradients(fit.users(sl)),
-                       clip["grad"], d * rank)
-        gram = release(f"gram {it}", lambda sl: _user_grams(fit.users(sl)), clip["gram"],
-                       rank * rank)
-        noise_norm = s * clip["grad"] * np.sqrt(grad.size)
-        signal_ratio.append(noise_norm / max(np.linalg.norm(grad), 1e-300))
-        U_new = _server_update(U, grad, gram, n, gram_floor)
-        changes.append(principal_sine(U, U_new))
-        losses.append(float(fit.residual.sum() / (t * n)))
-        seconds.append(time.perf_counter() - start)
-        U = U_new
-    final = local_step(X, y, U, sparsity, support_init=support, chunk_size=chunk_size,
-                       backend=backend)
+    with single_threaded_blas(backend):
+        for it in range(n_iter):
+            settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
+            fit = local_step(X, y, U, sparsity, support_init=support,
+                             restart_above=2.0 if settled else None, chunk_size=chunk_size,
+                             backend=backend, out=spare)
+            support = fit.support
+            grad = release(f"gradient {it}",
+                           lambda sl: _user_gradients(fit.users(sl)),
+                           clip["grad"], d * rank)
+            gram = release(f"gram {it}", lambda sl: _user_grams(fit.users(sl)), clip["gram"],
+                           rank * rank)
+            noise_norm = s * clip["grad"] * np.sqrt(grad.size)
+            signal_ratio.append(noise_norm / max(np.linalg.norm(grad), 1e-300))
+            U_new = _server_update(U, grad, gram, n, gram_floor)
+            changes.append(principal_sine(U, U_new))
+            losses.append(float(fit.residual.sum() / (t * n)))
+            seconds.append(time.perf_counter() - start)
+            U = U_new
+            spare, fit = fit, None  # the next local step writes into its arrays
+        final = local_step(X, y, U, sparsity, support_init=support, chunk_size=chunk_size,
+                           backend=backend, out=spare)
 
     spent = epsilon_spent([r.noise_multiplier for r in releases], float(delta))
     noise_dominated = bool(np.median(signal_ratio) > 1.0) if s > 0 else False

@@ -173,7 +173,8 @@ def versions() -> dict:
 
     from . import __version__
     return {"lowrank_sparse": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "dp_accounting": version("dp-accounting"), "python": platform.python_version()}
+            "dp_accounting": version("dp-accounting"), "numba": version("numba"),
+            "python": platform.python_version()}
 
 
 def expand_sweeps(config: dict) -> list[dict]:

@@ -20,7 +20,8 @@ the memory of temporaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -42,10 +43,14 @@ class LocalFit:
     residual_vectors: np.ndarray
     lowrank_predictions: np.ndarray
     residual_correlations: np.ndarray
+    # The arrays behind the fields (coef, residual, vectors, A w, X^T e), for reuse by
+    # the next local step (local_step's ``out``).
+    _buffers: tuple = field(default=(), repr=False, compare=False)
 
     def users(self, index) -> "LocalFit":
         """The fit of the users ``index`` (a slice or index array)."""
-        return LocalFit(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return LocalFit(**{f.name: getattr(self, f.name)[index] for f in fields(self)
+                           if f.name != "_buffers"})
 
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
@@ -179,7 +184,7 @@ def _solve_block(X, y, U, k, S0, n_starts, max_iter):
 
 
 def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_above=2.0,
-               max_iter=20, chunk_size=None, backend="numba") -> LocalFit:
+               max_iter=20, chunk_size=None, backend="numba", out=None) -> LocalFit:
     """Fit (w_i, b_i) for every user with U fixed.
 
     Parameters
@@ -214,6 +219,10 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
         in cache (:mod:`lowrank_sparse._kernels`; its memory is the outputs only);
         "numpy" is the batched reference it is tested against. Same arithmetic, results
         equal to rounding.
+    out : LocalFit, optional
+        A fit of the same shape that is no longer needed: its arrays receive this fit
+        (saves allocating, and the OS zeroing, (r + k + 2 n + d) floats per user every
+        outer iteration; the supports are always new arrays).
 
     Returns
     -------
@@ -223,8 +232,10 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     r, k = U.shape[1], sparsity
     check_backend(backend)
     # support, coef, residual, vectors e, A w, X^T e
-    fit = (np.empty((t, k), dtype=np.intp), np.empty((t, r + k)), np.empty(t),
-           np.empty((t, n)), np.empty((t, n)), np.empty((t, d)))
+    shapes = ((t, r + k), (t,), (t, n), (t, n), (t, d))
+    reuse = out is not None and [b.shape for b in out._buffers] == list(shapes)
+    fit = (np.empty((t, k), dtype=np.intp),
+           *(out._buffers if reuse else (np.empty(shape) for shape in shapes)))
     # Restart only outliers: needs the warm fits of all users first (a global median).
     outliers_only = support_init is not None and restart_above is not None and k > 0
     if backend == "numba":
@@ -237,7 +248,7 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     support, coef, residual, vectors, lowrank, corr_residual = fit
     return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual,
                     residual_vectors=vectors, lowrank_predictions=lowrank,
-                    residual_correlations=corr_residual)
+                    residual_correlations=corr_residual, _buffers=fit[1:])
 
 
 def _restarts(residual, restart_above):
@@ -286,6 +297,17 @@ def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, ch
 
 
 BACKENDS = ("numba", "numpy")
+
+
+def single_threaded_blas(backend):
+    """Context for a loop of outer iterations: with the numba backend, one BLAS thread.
+    OpenBLAS's workers spin for a while after each call; alternating with numba's
+    threads they fight for the cores (measured: +25 ms per iteration at t=1e4, half of
+    it), and the BLAS work left in the loop is tiny (products with r columns)."""
+    if backend != "numba":
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def check_backend(backend):
