@@ -192,7 +192,8 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     start = time.perf_counter()
     support = spare = None
     converged = False
-    with single_threaded_blas(backend):
+    # (The dense U solve is BLAS work: it keeps BLAS threads.)
+    with single_threaded_blas(backend == "numba" and solver == "cg"):
         for it in range(n_iter):
             Xb, yb = (X, y) if batches is None else (X[:, batches[it]], y[:, batches[it]])
             # While U still moves, every user's residual is dominated by the error of U and

@@ -175,7 +175,7 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     start = time.perf_counter()
     support = spare = None
     gram_floor = max(s * clip["gram"] * 2 * np.sqrt(rank), 1e-12)
-    with single_threaded_blas(backend):
+    with single_threaded_blas(backend == "numba"):
         for it in range(n_iter):
             settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
             fit = local_step(X, y, U, sparsity, support_init=support,

@@ -299,12 +299,12 @@ def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, ch
 BACKENDS = ("numba", "numpy")
 
 
-def single_threaded_blas(backend):
-    """Context for a loop of outer iterations: with the numba backend, one BLAS thread.
-    OpenBLAS's workers spin for a while after each call; alternating with numba's
-    threads they fight for the cores (measured: +25 ms per iteration at t=1e4, half of
-    it), and the BLAS work left in the loop is tiny (products with r columns)."""
-    if backend != "numba":
+def single_threaded_blas(active):
+    """Context for a loop of outer iterations that runs numba kernels between small BLAS
+    calls (products with r columns): if ``active``, one BLAS thread. OpenBLAS's workers
+    spin for a while after each call and would fight numba's threads for the cores
+    (measured: +25 ms per iteration at t=1e4, half of it)."""
+    if not active:
         return nullcontext()
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api="blas")
