@@ -546,7 +546,7 @@ def precompile() -> None:
     """Compile the kernels for the array types the estimators use, into numba's on-disk
     cache (next to this file), e.g. before starting processes that would otherwise each
     compile them at once (a pipeline's parallel fit jobs): a later process loads them
-    in about a second. Compiling takes about a minute. Runs two tiny AMHT-LRS fits
+    in about a second (0.3 s). Compiling takes about a minute. Runs two tiny AMHT-LRS fits
     (k = 1 and k = 0), so the types are those of the real code paths."""
     from .amht import amht_lrs
     from .data import make_problem, sample_data

@@ -9,10 +9,14 @@ import numpy as np
 sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_path, setup_logging  # noqa: E402
 
+from lowrank_sparse._kernels import precompile  # noqa: E402
 from lowrank_sparse.data import Data, Problem  # noqa: E402
 from lowrank_sparse.experiment import cell_seed, fit_and_score, versions  # noqa: E402
 
 log = setup_logging(snakemake)
+# The first call of a numba kernel in a process loads it from numba's cache (~0.3 s):
+# done here, so that it is not counted in the first replicate's fit time.
+precompile()
 method, cell = snakemake.wildcards.method, snakemake.params.cell
 stored = np.load(snakemake.input.data)
 rows, traces = [], []
