@@ -25,10 +25,12 @@ def setup_logging(snakemake):
 
     sys.excepthook = excepthook
     # Threads per job as the rule declares (snakemake runs --cores jobs side by side):
-    # BLAS through threadpoolctl, numba's kernels through NUMBA_NUM_THREADS, which numba
-    # reads when the library first imports it.
+    # BLAS through threadpoolctl, numba's kernels through NUMBA_NUM_THREADS (read when
+    # numba is first imported) or, if a script imported numba before this, its setter.
     threads = max(1, int(getattr(snakemake, "threads", 1)))
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    if "numba" in sys.modules:  # imported already: the variable came too late
+        sys.modules["numba"].set_num_threads(threads)
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=threads)
     return logging.getLogger(snakemake.rule)
