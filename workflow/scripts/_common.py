@@ -28,9 +28,10 @@ def setup_logging(snakemake):
     # BLAS through threadpoolctl, numba's kernels through NUMBA_NUM_THREADS (read when
     # numba is first imported) or, if a script imported numba before this, its setter.
     threads = max(1, int(getattr(snakemake, "threads", 1)))
-    os.environ["NUMBA_NUM_THREADS"] = str(threads)
-    if "numba" in sys.modules:  # imported already: the variable came too late
-        sys.modules["numba"].set_num_threads(threads)
+    if "numba" in sys.modules:  # imported already: the variable would come too late
+        sys.modules["numba"].set_num_threads(threads)  # (and numba refuses a change)
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=threads)
     return logging.getLogger(snakemake.rule)
