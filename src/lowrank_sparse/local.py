@@ -14,8 +14,10 @@ best k-sparse one off it), so it needs no tuning and does not depend on the data
 HTP is started from greedy (orthogonal matching pursuit) supports and from the previous
 outer iteration's supports; each user keeps the start with the smallest residual.
 
-Every operation carries a leading user axis; users are processed in chunks only to bound
-the memory of temporaries.
+Two backends with the same arithmetic: "numba" (the default) fits each user in one
+compiled loop over users (:mod:`lowrank_sparse._kernels`); "numpy" (:func:`_solve_block`,
+the reference) gives every operation a leading user axis and processes users in chunks
+only to bound the memory of temporaries.
 """
 
 from __future__ import annotations
