@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 
+#: dtypes X may be stored in; every sum and product with X is float64 (:func:`storage`).
+STORAGE_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def storage(X: np.ndarray) -> np.ndarray:
+    """X in the one layout the compiled kernels are built for: C-contiguous, float32 or
+    float64 as given (any other dtype becomes float64). A copy only if X is not already
+    so (a strided view, Fortran order, another dtype); each further layout would make
+    numba compile every kernel again."""
+    dtype = X.dtype if X.dtype in STORAGE_DTYPES else np.float64
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
 def user_chunks(t: int, chunk_size: int):
     """Slices that cover range(t) in blocks of ``chunk_size`` users."""
     for start in range(0, t, chunk_size):
