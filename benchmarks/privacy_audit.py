@@ -58,7 +58,7 @@ def _threshold_test(without, with_canary):
     for tau in np.quantile(np.concatenate([pick0, pick1]), np.linspace(0.01, 0.99, 99)):
         for sign in (1, -1):  # canary predicted when sign * T > sign * tau
             fp, fn = np.sum(sign * pick0 > sign * tau), np.sum(sign * pick1 <= sign * tau)
-            score = privacy.epsilon_lower_bound(fp, half0, fn, half1, DELTA)[1]
+            score = privacy.epsilon_lower_bound(fp, half0, fn, half1, DELTA)
             if score > best_score:
                 best, best_score = (tau, sign), score
     tau, sign = best
@@ -120,14 +120,16 @@ def audit(epsilons, trials, seed=0):
                     warnings.simplefilter("ignore", RuntimeWarning)
                     without, with_canary = runner(epsilon, trials, broken=broken, seed=seed)
                 fp, negatives, fn, positives = _threshold_test(without, with_canary)
-                point, lower = privacy.epsilon_lower_bound(fp, negatives, fn, positives, DELTA)
+                lower = privacy.epsilon_lower_bound(fp, negatives, fn, positives, DELTA)
+                interval = "[{:.3g}, {:.3g}]".format
                 rows.append({
                     "test": test,
                     "mechanism": ("broken: no clipping, extreme canary" if broken
                                   else "DP-AMHT-LRS"),
                     "epsilon": epsilon, "trials per side": trials,
-                    "FPR": fp / negatives, "FNR": fn / positives,
-                    "epsilon estimate": point, "epsilon lower bound (95%)": lower,
+                    "FPR (95% CP)": interval(*privacy.clopper_pearson(fp, negatives)),
+                    "FNR (95% CP)": interval(*privacy.clopper_pearson(fn, positives)),
+                    "epsilon lower bound (95%)": lower,
                     "lower bound <= epsilon": lower <= epsilon,
                     "seconds": time.perf_counter() - start})
                 print(rows[-1], flush=True)

@@ -374,3 +374,39 @@ def test_enough_users_are_not_noise_dominated():
         model = ls.DPAMHTLRS(2, 2, 8.0, 1e-5, rng=1).fit(data.X, data.y)
     assert not model.privacy_.noise_dominated
     assert metrics.subspace_distance(problem.U, model.U_) < 0.05
+
+
+# ---------------------------------------------------------------- empirical audit
+
+def test_epsilon_lower_bound_of_a_perfect_test():
+    # 0 errors in 1000 trials per side: each rate is below 1 - 0.0125^(1/1000) with
+    # confidence 1 - 0.0125 (one-sided), so epsilon >= log((1 - delta - u) / u).
+    u = 1 - 0.0125 ** (1 / 1000)
+    expected = np.log((1 - 1e-5 - u) / u)
+    assert privacy.epsilon_lower_bound(0, 1000, 0, 1000, 1e-5) == pytest.approx(expected)
+    assert privacy.epsilon_lower_bound(500, 1000, 500, 1000, 1e-5) == 0.0  # chance
+    low, high = privacy.clopper_pearson(0, 1000)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 1000))
+
+
+def _privacy_audit_script():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "privacy_audit.py"
+    spec = importlib.util.spec_from_file_location("privacy_audit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 4.0])
+def test_canary_audit_of_one_release_stays_below_epsilon_and_has_power(epsilon):
+    """The audit of benchmarks/privacy_audit.py on one release calibrated to spend
+    epsilon: below epsilon for the mechanism; above it for the broken one (no clipping,
+    an extreme canary), so the audit can fail."""
+    audit = _privacy_audit_script()
+    lower = {}
+    for broken in (False, True):
+        stats = audit.audit_one_release(epsilon, 600, broken=broken, seed=3)
+        lower[broken] = privacy.epsilon_lower_bound(*audit._threshold_test(*stats), 1e-5)
+    assert lower[False] <= epsilon < lower[True]

@@ -307,34 +307,35 @@ def _common_users(X, y, X_other, y_other):
     return (in_large, in_small) if swapped else (in_small, in_large)
 
 
-def epsilon_lower_bound(false_positives, negatives, false_negatives, positives, delta,
-                        confidence=0.95) -> tuple[float, float]:
-    """Empirical lower bound on epsilon from a distinguishing test (Jagielski, Ullman and
-    Oprea 2020; Nasr et al. 2021).
-
-    A test that says "neighbour" on ``false_positives`` of ``negatives`` runs on the
-    dataset without the canary and "original" on ``false_negatives`` of ``positives``
-    runs on the dataset with it has false-positive rate FPR and false-negative rate FNR;
-    (epsilon, delta)-DP forces FPR + e^epsilon FNR >= 1 - delta and FNR + e^epsilon FPR >=
-    1 - delta. Returns (the point estimate from the observed rates, the lower bound that
-    holds with probability ``confidence``: Clopper-Pearson upper bounds on both rates,
-    each at one-sided level 1 - (1 - confidence) / 2). Both are 0 when the test does no
-    better than chance.
-    """
+def clopper_pearson(successes, trials, confidence=0.95) -> tuple[float, float]:
+    """The two-sided Clopper-Pearson interval of a binomial rate."""
     from scipy.stats import beta
 
-    def upper(k, m):  # one-sided Clopper-Pearson upper bound on a rate
-        return 1.0 if k >= m else float(beta.ppf(1 - (1 - confidence) / 2, k + 1, m - k))
+    alpha = 1 - confidence
+    low = 0.0 if successes <= 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes >= trials else float(
+        beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return low, high
 
-    def bound(fpr, fnr):
-        candidates = [0.0]
-        for a, b in ((fpr, fnr), (fnr, fpr)):
-            if a > 0 and 1 - delta - b > 0:
-                candidates.append(np.log((1 - delta - b) / a))
-            elif a == 0 and 1 - delta - b > 0:
-                candidates.append(np.inf)
-        return float(max(candidates))
 
-    point = bound(false_positives / negatives, false_negatives / positives)
-    lower = bound(upper(false_positives, negatives), upper(false_negatives, positives))
-    return point, lower
+def epsilon_lower_bound(false_positives, negatives, false_negatives, positives, delta,
+                        confidence=0.95) -> float:
+    """Empirical lower bound on epsilon from a distinguishing test (Jagielski, Ullman and
+    Oprea 2020; Nasr et al. 2021), holding with probability ``confidence``.
+
+    A test that says "canary" on ``false_positives`` of ``negatives`` runs without the
+    canary user and "no canary" on ``false_negatives`` of ``positives`` runs with it has
+    rates FPR and FNR; (epsilon, delta)-DP forces FPR + e^epsilon FNR >= 1 - delta and
+    FNR + e^epsilon FPR >= 1 - delta. Both rates are replaced by the upper ends of their
+    Clopper-Pearson intervals at level ``confidence`` (each one-sided at
+    1 - (1 - confidence) / 4, so that both hold together). 0 when the test does no better
+    than chance.
+    """
+    level = 1 - (1 - confidence) / 2  # two-sided level whose upper end is one-sided 1 - a/4
+    fpr = clopper_pearson(false_positives, negatives, level)[1]
+    fnr = clopper_pearson(false_negatives, positives, level)[1]
+    bound = 0.0
+    for a, b in ((fpr, fnr), (fnr, fpr)):
+        if 1 - delta - b > a:
+            bound = max(bound, float(np.log((1 - delta - b) / a)))
+    return bound
