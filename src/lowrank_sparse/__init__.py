@@ -1,7 +1,7 @@
 """Personalization with low-rank plus sparse user parameters: theta_i = U w_i + b_i."""
 
 from . import metrics
-from .alternating import FitResult
+from .alternating import ConvergenceWarning, FitResult
 from .amht import History, amht_lrs, moment_init
 from .data import Data, Problem, make_problem, sample_data
 from .baselines import (ConvexLowRankSparse, LowRankOnly, PerUserLeastSquares,
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvexLowRankSparse", "LowRankOnly", "PerUserLeastSquares", "PerUserSparse",
     "PrivateLowRankOnly",
-    "AMHTLRS", "BACKENDS", "DPAMHTLRS", "Data", "NotPrivateDiagnostics", "PrivacyReport",
+    "AMHTLRS", "BACKENDS", "ConvergenceWarning", "DPAMHTLRS", "Data", "NotPrivateDiagnostics", "PrivacyReport",
     "PrivateHistory", "dp_amht_lrs", "FitResult", "History", "Huber", "KnownSubspace",
     "LocalFit", "Oracle",
     "Problem", "amht_lrs", "local_step", "make_problem", "metrics", "moment_init",

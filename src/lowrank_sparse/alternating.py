@@ -35,6 +35,10 @@ RESTART_ALL_ABOVE_CHANGE = 1e-2
 RESTART_OUTLIERS_ABOVE = 2.0
 
 
+class ConvergenceWarning(UserWarning):
+    """A fit or its U step stopped at an iteration cap before its tolerance."""
+
+
 @dataclass(frozen=True)
 class FitResult:
     """Fitted model. U: (d, r) orthonormal; W: (t, r); B: (t, d); theta = W U^T + B.

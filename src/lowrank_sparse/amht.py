@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._linalg import default_chunk_size, user_chunks
-from ._validation import check_int, check_positive, check_rank_sparsity, check_subspace, check_xy
-from .alternating import FitResult, alternate
+from ._validation import (check_int, check_positive, check_rank_sparsity, check_subspace,
+                          check_xy, in_unit_scale)
+from .alternating import ConvergenceWarning, FitResult, alternate
 from .global_step import solve_cg, solve_direct
 from .local import check_backend
 from .robust import Huber, check_robust
@@ -18,13 +20,16 @@ from .robust import Huber, check_robust
 class History:
     """Per outer iteration of AMHT-LRS: the sine of the largest angle between
     consecutive U (``subspace_change``), the mean squared training residual after the
-    local step (``train_loss``), the number of users the robust U step down-weighted
-    (``n_downweighted``), the CG iterations of the U step, and the wall time so far."""
+    local step (``train_loss``, in the units of y squared), the number of users the
+    robust U step down-weighted (``n_downweighted``), the CG iterations of the U step and
+    whether CG reached its tolerance (``cg_converged``; always True for the direct
+    solver), and the wall time so far."""
 
     subspace_change: np.ndarray
     train_loss: np.ndarray
     n_downweighted: np.ndarray
     cg_iterations: np.ndarray
+    cg_converged: np.ndarray
     seconds: np.ndarray
 
 
@@ -147,7 +152,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     """
     X, y = check_xy(X, y)
     t, n, d = X.shape
-    rank, sparsity = check_rank_sparsity(rank, sparsity, d, n)
+    rank, sparsity = check_rank_sparsity(rank, sparsity, d, n, t)
     n_iter = check_int("n_iter", n_iter, low=1)
     htp_iter = check_int("htp_iter", htp_iter, low=1)
     n_starts = check_int("n_starts", n_starts, low=1)
@@ -159,6 +164,10 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, low=1)
     chunk_size = chunk_size or default_chunk_size(n, d)
+    # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
+    # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
+    X, y, x_scale, y_scale = in_unit_scale(X, y)
+    unit = y_scale / x_scale
 
     batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
     U = _initial_subspace(init, X, y, rank, chunk_size, rng)
@@ -176,13 +185,15 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
             # the last change of U warrants; the error is contracted by the next steps,
             # and near the fixed point the warm start makes the solve nearly free.
             cg_tol = min(1e-3, max(1e-14, 1e-1 * (changes[-1] if changes else 1.0)))
-            U_new, n_cg = solve_cg(Xb, fit.W, omega, U, residual0=residual0,
-                                   chunk_size=chunk_size, col_sq=col_sq, tol=cg_tol,
-                                   backend=backend)
+            U_new, n_cg, cg_converged = solve_cg(
+                Xb, fit.W, omega, U, residual0=residual0, chunk_size=chunk_size,
+                col_sq=col_sq, tol=cg_tol, backend=backend)
         else:
             Z = fit.residual_vectors + fit.lowrank_predictions  # y_i - X_i b_i
-            U_new, n_cg = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size), 0
-        return U_new, {"n_downweighted": int(np.sum(omega < 1)), "cg_iterations": n_cg}
+            U_new = solve_direct(Xb, Z, fit.W, omega, chunk_size=chunk_size)
+            n_cg, cg_converged = 0, True
+        return U_new, {"n_downweighted": int(np.sum(omega < 1)), "cg_iterations": n_cg,
+                       "cg_converged": cg_converged}
 
     # (The dense U solve is BLAS work: it keeps BLAS threads.)
     run = alternate(X, y, U, sparsity, least_squares_step, n_iter=n_iter, tol=tol,
@@ -190,12 +201,31 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
                     batches=batches, chunk_size=chunk_size, backend=backend,
                     blas_single_threaded=backend == "numba" and solver == "cg",
                     callback=callback)
-    history = History(subspace_change=run.changes, train_loss=run.train_loss,
+    history = History(subspace_change=run.changes, train_loss=run.train_loss * y_scale ** 2,
                       n_downweighted=np.array([s["n_downweighted"] for s in run.steps]),
                       cg_iterations=np.array([s["cg_iterations"] for s in run.steps]),
+                      cg_converged=np.array([s["cg_converged"] for s in run.steps]),
                       seconds=run.seconds)
-    return FitResult(U=run.U, W=run.final.W, B=run.final.sparse(d), history=history,
-                     n_iter=len(run.changes), converged=run.converged)
+    _warn_if_not_converged(history, run.converged, n_iter, tol)
+    return FitResult(U=run.U, W=run.final.W * unit, B=run.final.sparse(d) * unit,
+                     history=history, n_iter=len(run.changes), converged=run.converged)
+
+
+def _warn_if_not_converged(history, converged, n_iter, tol):
+    """A ConvergenceWarning when the outer loop ran out of iterations, or when the U
+    step's conjugate gradients stopped short of their tolerance."""
+    if not converged:
+        warnings.warn(
+            f"AMHT-LRS did not converge in n_iter={n_iter} iterations: the last change of U "
+            f"was {history.subspace_change[-1]:.3g} > tol={tol:.3g}; increase n_iter, or, "
+            "below the sample-complexity threshold, expect no convergence",
+            ConvergenceWarning, stacklevel=3)
+    if not history.cg_converged.all():
+        bad = np.flatnonzero(~history.cg_converged) + 1
+        warnings.warn(
+            f"the U step's conjugate gradients stopped before their tolerance in "
+            f"iteration(s) {bad.tolist()} (iteration cap or a singular normal operator, "
+            "e.g. users whose features are all zero)", ConvergenceWarning, stacklevel=3)
 
 
 def _sample_batches(n, n_iter, need):
