@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lowrank_sparse as ls
-from lowrank_sparse import metrics, privacy
+from lowrank_sparse import alternating, dp_amht, metrics, privacy
 from lowrank_sparse.dp_amht import _private_fit, _settings
 
 from conftest import make_instance
@@ -286,6 +286,118 @@ def test_the_private_history_is_a_function_of_the_releases():
                                          "gram_floor", "noise_sine"}
     assert set(vars(model.diagnostics_not_private_)) == {"train_loss", "seconds", "n_clipped"}
     assert not any("clipped" in name for name in vars(model.privacy_.releases[0]))
+
+
+def _fits(monkeypatch, datasets, transcript=None, **options):
+    """dp_amht_lrs itself (its seeding, calibration and verdicts included) on each
+    dataset, with recording mechanisms; with ``transcript`` every fit is driven by those
+    released values instead of fresh noise."""
+    mechanisms = []
+
+    class Recording(privacy.GaussianSumMechanism):
+        def __init__(self, noise_multiplier, rng=None, **kwargs):
+            super().__init__(noise_multiplier, rng, record=True, replay=transcript)
+            mechanisms.append(self)
+
+    monkeypatch.setattr(dp_amht, "GaussianSumMechanism", Recording)
+    return [dp_amht.dp_amht_lrs(X, y, **options) for X, y in datasets], mechanisms
+
+
+def _with_user(data, scale, seed=0, at=None):
+    rng = np.random.default_rng(seed)
+    t, n, d = data.X.shape
+    at = t if at is None else at
+    return (np.insert(data.X, at, rng.standard_normal((n, d)), axis=0),
+            np.insert(data.y, at, scale * rng.standard_normal(n), axis=0))
+
+
+def test_the_noise_stream_is_a_function_of_the_seed_only(monkeypatch):
+    _, data = make_instance(d=12, t=40, r=2, k=1, n=10, noise=0.1, seed=8, n_test=0)
+    _, (m1, m2) = _fits(monkeypatch, [(data.X, data.y), _with_user(data, 30.0)], rank=2,
+                        sparsity=1, epsilon=2.0, delta=1e-5, n_iter=3, rng=11)
+    assert len(m1.transcript) == len(m2.transcript) == 7
+    for a, b in zip(m1.transcript, m2.transcript):
+        scale = 1 + np.abs(a["presum"]).max() + np.abs(b["presum"]).max()
+        np.testing.assert_allclose(a["noisy"] - a["presum"], b["noisy"] - b["presum"],
+                                   rtol=0, atol=1e-9 * scale)
+
+
+def test_every_release_draws_fresh_noise():
+    mechanism = privacy.GaussianSumMechanism(2.0, np.random.default_rng(3))
+    zeros = [np.zeros((4, 20_000))]
+    a, b = mechanism.release("a", 1, zeros, 1.0), mechanism.release("a", 2, zeros, 1.0)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
+
+
+@pytest.mark.parametrize("seed,t,epsilon,forced_gram,expected", [
+    (6, 200, 50.0, 0.0, True), (5, 40, 1.0, 1e12, False)])
+def test_noise_dominated_follows_the_released_gram(monkeypatch, seed, t, epsilon,
+                                                    forced_gram, expected):
+    """Replayed with the last released Gram sum forced to 0 (or to 1e12 I) the verdict
+    must say so, whatever the data's exact Gram sum is."""
+    _, data = make_instance(d=12, t=t, r=2, k=1, n=12, noise=0.1, seed=seed, n_test=0)
+    options = dict(rank=2, sparsity=1, epsilon=epsilon, delta=1e-5, rng=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, (first,) = _fits(monkeypatch, [(data.X, data.y)], **options)
+        transcript = [dict(rec) for rec in first.transcript]
+        transcript[-1]["noisy"] = forced_gram * np.eye(2).ravel()
+        transcript[-2]["noisy"] = np.zeros_like(transcript[-2]["noisy"])
+        (forced,), _ = _fits(monkeypatch, [(data.X, data.y)], transcript=transcript, **options)
+    assert forced.extra["privacy"].noise_dominated is expected
+    assert forced.extra["privacy"].noise_dominated == dp_amht._noise_dominated(
+        forced.history, forced.extra["privacy"].noise_multiplier)[0]
+
+
+def test_the_report_is_a_function_of_the_released_history(monkeypatch):
+    _, data = make_instance(d=12, t=200, r=2, k=1, n=12, noise=0.1, seed=6, n_test=0)
+    options = dict(rank=2, sparsity=1, epsilon=50.0, delta=1e-5, rng=1)
+    (r1,), (m1,) = _fits(monkeypatch, [(data.X, data.y)], **options)
+    (r2,), _ = _fits(monkeypatch, [_with_user(data, 1e3)], transcript=m1.transcript, **options)
+    np.testing.assert_array_equal(r1.U, r2.U)
+    assert r1.extra["privacy"] == r2.extra["privacy"]
+    for name in vars(r1.history):
+        np.testing.assert_array_equal(getattr(r1.history, name), getattr(r2.history, name))
+
+
+def test_the_ledger_lists_every_release(monkeypatch):
+    _, data = make_instance(d=12, t=40, r=2, k=1, n=10, noise=0.1, seed=9, n_test=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        (result,), (m,) = _fits(monkeypatch, [(data.X, data.y)], rank=2, sparsity=1,
+                                epsilon=2.0, delta=1e-5, n_iter=3, rng=0)
+    assert [(r.name, r.iteration, r.clip) for r in result.extra["privacy"].releases] == [
+        (rec["name"], rec["iteration"], rec["clip"]) for rec in m.transcript]
+
+
+def test_the_private_fit_never_restarts_by_a_statistic_over_users(monkeypatch):
+    """Every local step of the private fit, the final one included, restarts every user
+    (restart_above=None), also once U has settled, where AMHT-LRS restarts by the median."""
+    seen, real = [], alternating.local_step
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("restart_above"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(alternating, "local_step", spy)
+    _, data = make_instance(d=12, t=200, r=2, k=1, n=20, noise=0.0, seed=3, n_test=0)
+    result = dp_amht.dp_amht_lrs(data.X, data.y, 2, 1, np.inf, 1e-5, n_iter=12, rng=0)
+    assert result.history.subspace_change[-1] <= alternating.RESTART_ALL_ABOVE_CHANGE
+    assert seen == [None] * 13
+
+
+@pytest.mark.parametrize("at,add", [(0, True), (0, False), (7, True)])
+def test_audit_of_neighbours_near_the_sample_complexity(at, add):
+    """n = 6 = r + k + 2, where HTP's result depends on its start: a user added or
+    removed at the front (which shifts every other user's index) changes nobody else's
+    contributions (a warm start taken from another user's support would)."""
+    _, data = make_instance(d=12, t=120, r=2, k=2, n=6, noise=0.1, seed=10, n_test=0)
+    if add:
+        X2, y2 = _with_user(data, 1.0, seed=at, at=at)
+    else:
+        X2, y2 = np.delete(data.X, at, axis=0), np.delete(data.y, at, axis=0)
+    _assert_within_clip(privacy.sensitivity_audit(data.X, data.y, X2, y2, 2, 2, epsilon=4.0,
+                                                  delta=1e-5, rng=1, n_iter=4))
 
 
 # ---------------------------------------------------------------- limits and utility

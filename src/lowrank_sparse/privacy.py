@@ -190,7 +190,7 @@ def epsilon_spent(noise_multipliers, delta) -> float:
 
 def calibrate_noise_multiplier(epsilon, delta, n_releases) -> float:
     """Smallest noise multiplier s (to ~1e-9 relative) such that ``n_releases`` Gaussian
-    releases with multiplier s spend at most (epsilon, delta).
+    releases with multiplier s spend at most (epsilon (1 - 1e-9), delta).
 
     T mechanisms with multiplier s compose exactly into one with multiplier s / sqrt(T),
     so s = sqrt(T) * sigma(epsilon, delta) of the analytic Gaussian mechanism; s is then
@@ -203,8 +203,10 @@ def calibrate_noise_multiplier(epsilon, delta, n_releases) -> float:
     import dp_accounting
 
     s = np.sqrt(n_releases) * dp_accounting.get_sigma_gaussian(epsilon, delta)
+    # Strictly below the target, with a margin far above the accountant's root-finding
+    # tolerance (~1e-12).
     for _ in range(50):
-        if epsilon_spent([s] * n_releases, delta) <= epsilon:
+        if epsilon_spent([s] * n_releases, delta) <= epsilon * (1 - 1e-9):
             return float(s)
         s *= 1 + 1e-9
     raise RuntimeError(f"could not calibrate noise for epsilon={epsilon}, delta={delta}")
