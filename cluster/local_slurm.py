@@ -44,6 +44,11 @@ class Unavailable(RuntimeError):
     """SLURM cannot be brought up on this machine (the message says why)."""
 
 
+def _which(command):
+    """Path of ``command``, also in the sbin directories a user's PATH may lack."""
+    return shutil.which(command, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def _run(args, timeout, **kwargs):
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
 
@@ -55,7 +60,7 @@ def install_packages(timeout=INSTALL_TIMEOUT):
     place for the install if the machine has none, so that apt starts no daemon that
     this module would not own (removed afterwards).
     """
-    if all(shutil.which(command) for command in COMMANDS):
+    if all(_which(command) for command in COMMANDS):
         return
     if os.geteuid() != 0:
         raise Unavailable("SLURM is not installed and installing it needs root")
@@ -91,7 +96,7 @@ def _free_port():
 
 def _node_hardware():
     """(CPUs, RealMemory in MB) as slurmd detects them on this machine."""
-    fields = dict(item.split("=", 1) for item in _run(["slurmd", "-C"], 30).stdout.split()
+    fields = dict(item.split("=", 1) for item in _run([_which("slurmd"), "-C"], 30).stdout.split()
                   if "=" in item)
     return int(fields["CPUs"]), int(fields["RealMemory"])
 
@@ -194,14 +199,14 @@ class LocalCluster:
         logs = self.directory / "logs"
         node = socket.gethostname().split(".")[0]
         commands = {
-            "munged": [shutil.which("munged"), "--foreground", "--force",
+            "munged": [_which("munged"), "--foreground", "--force",
                        f"--socket={self.directory / 'munge.socket'}",
                        f"--key-file={self.directory / 'munge.key'}",
                        f"--pid-file={self.directory / 'munged.pid'}",
                        f"--seed-file={self.directory / 'munged.seed'}",
                        f"--log-file={logs / 'munged.log'}"],
-            "slurmctld": [shutil.which("slurmctld"), "-D", "-i", "-f", str(self.config)],
-            "slurmd": [shutil.which("slurmd"), "-D", "-N", node, "-f", str(self.config)],
+            "slurmctld": [_which("slurmctld"), "-D", "-i", "-f", str(self.config)],
+            "slurmd": [_which("slurmd"), "-D", "-N", node, "-f", str(self.config)],
         }
         pids = {}
         try:
@@ -229,8 +234,8 @@ class LocalCluster:
     def _wait(self, ready, what):
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            for name, pid in self._recorded_pids().items():
-                if not _alive(pid):
+            for name, pid in json.loads(self.pid_file.read_text()).items():
+                if not _is_daemon(pid, name):
                     raise Unavailable(f"{name} exited at start; see {self.directory / 'logs'}:\n"
                                       + self._log_tail(name))
             if ready():
