@@ -10,7 +10,8 @@ import numpy as np
 
 from ._linalg import project_features
 from ._validation import check_array, check_rank_sparsity, check_subspace, check_xy
-from .amht import FitResult, amht_lrs
+from .alternating import FitResult
+from .amht import amht_lrs
 from .dp_amht import dp_amht_lrs
 from .local import LocalFit, local_step, refit
 from .robust import Huber
@@ -144,11 +145,14 @@ class Oracle(PersonalizedModel):
 class DPAMHTLRS(PersonalizedModel):
     """DP-AMHT-LRS estimator; see :func:`lowrank_sparse.dp_amht.dp_amht_lrs`.
 
-    After ``fit``: ``U_``, ``W_``, ``B_``, ``theta_``, ``history_``, ``n_iter_`` and
+    After ``fit``: ``U_`` (released), ``W_``, ``B_``, ``theta_`` (each user's own, computed
+    locally from the released U: the billboard model), ``history_``
+    (:class:`lowrank_sparse.dp_amht.PrivateHistory`, from released values), ``n_iter_``,
     ``privacy_`` (:class:`lowrank_sparse.privacy.PrivacyReport`: ``epsilon_spent``,
     ``epsilon_target``, ``delta``, ``noise_multiplier``, ``clip``, the neighbouring
-    relation and the releases). Only U is released; ``W_`` and ``B_`` are what each user
-    computes locally from the released U.
+    relation and the releases) and ``diagnostics_not_private_``
+    (:class:`lowrank_sparse.dp_amht.NotPrivateDiagnostics`: exact statistics of the
+    training data for debugging; NOT private, never release them).
     """
 
     def __init__(self, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
@@ -171,4 +175,5 @@ class DPAMHTLRS(PersonalizedModel):
                           clip_grad=self.clip_grad, clip_gram=self.clip_gram,
                           chunk_size=self.chunk_size, rng=self.rng)
         self.privacy_ = res.extra["privacy"]
+        self.diagnostics_not_private_ = res.extra["not_private"]
         return self._store(res.U, res.W, res.B, res.history, res.n_iter)
