@@ -234,8 +234,10 @@ class LocalCluster:
     def _wait(self, ready, what):
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
+            # Just started by us, so a pid cannot have been reused: only ask if it lives
+            # (its /proc cmdline may not show the daemon's name yet).
             for name, pid in json.loads(self.pid_file.read_text()).items():
-                if not _is_daemon(pid, name):
+                if not _alive(pid):
                     raise Unavailable(f"{name} exited at start; see {self.directory / 'logs'}:\n"
                                       + self._log_tail(name))
             if ready():

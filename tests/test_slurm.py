@@ -28,7 +28,7 @@ import local_slurm  # noqa: E402
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 OPT_IN = "LOWRANK_SPARSE_SLURM_TEST"
 on_slurm = pytest.mark.skipif(os.environ.get(OPT_IN) != "1",
-                              reason=f"the run on SLURM is opt-in: set {OPT_IN}=1 (~45 min on the shared 2-core machine)")
+                              reason=f"the run on SLURM is opt-in: set {OPT_IN}=1 (57 min on the shared 2-core machine)")
 # fig_runtime plots measured times; every other figure is drawn from columns that are
 # bit-reproducible, so it must come out byte-identical (PNG and PDF).
 TIMED_FIGURES = {"runtime"}
