@@ -223,3 +223,25 @@ def test_moment_init_finds_the_subspace_with_many_samples():
     U0 = ls.moment_init(data.X, data.y, 2)
     np.testing.assert_allclose(U0.T @ U0, np.eye(2), atol=1e-12)
     assert metrics.subspace_distance(problem.U, U0) <= 0.2
+
+
+def test_float32_storage_is_kept_and_fits_as_float64():
+    # X given in float32 stays float32 through the fit (no float64 copy of it: the
+    # memory a million users need), and the arithmetic is float64: the fit equals the
+    # fit of the same values stored in float64, to rounding.
+    import tracemalloc
+
+    problem, data = make_instance(d=30, t=2000, r=2, k=2, n=25, noise=0.0, seed=3)
+    X32 = data.X.astype(np.float32)
+    ls.local.precompile(("float32",))  # loading the kernels allocates too: not the fit's
+    tracemalloc.start()
+    try:
+        fit32 = ls.amht_lrs(X32, data.y, 2, 2, tol=1e-12, chunk_size=100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.6 * X32.nbytes * 2  # well below a float64 copy of X
+    fit64 = ls.amht_lrs(X32.astype(np.float64), data.y, 2, 2, tol=1e-12, chunk_size=100)
+    assert fit32.converged and fit64.converged
+    assert metrics.subspace_distance(fit32.U, fit64.U) <= 1e-10
+    np.testing.assert_allclose(fit32.theta, fit64.theta, atol=1e-9)

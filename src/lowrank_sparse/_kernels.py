@@ -76,9 +76,9 @@ Work = namedtuple("Work", [
     "score",      # (d,) selection scores
     "top_score",  # (k,) scores of the k best so far (top-k insertion list)
     "direction",  # (n,) X_T g_T, the line-search direction in sample space
-    "column",     # (n,) one column of X_i
     "Py",         # (n,) P y_i, the response off range(A_i)
     "colnorm",    # (d,) ||P x_j||, projected column norms
+    "BX",         # (r, d) B^T X_i, for them
     "seeds",      # (n_starts,) first columns of the greedy starts
     "best_S",     # (k,) the lowest-residual point of an HTP run: support,
     "best_coef",  # (m,) coefficients,
@@ -92,38 +92,40 @@ def _work(n, d, r, k, n_starts):
     """Work arrays for users with n samples, d features, rank r, sparsity k."""
     m, kk, rr = r + k, max(k, 1), max(r, 1)
     Mt = np.empty((m, n))
-    return Work(Mt[:r], np.zeros((rr, rr)), np.empty((r, n)), np.empty(rr),
-                Mt, np.empty((m, m)), np.empty(m), np.zeros((m, m)), np.empty(m), np.empty(n),
-                np.empty(kk, dtype=np.intp), np.empty(kk, dtype=np.intp), np.empty(d),
-                np.empty(d), np.empty(d), np.empty(kk), np.empty(n), np.empty(n), np.empty(n),
-                np.empty(d), np.empty(max(n_starts, 1), dtype=np.intp),
-                np.empty(kk, dtype=np.intp), np.empty(m), np.empty(n), np.empty(d))
+    return Work(At=Mt[:r], LA=np.zeros((rr, rr)), Qt=np.empty((r, n)), coords=np.empty(rr),
+                Mt=Mt, G=np.empty((m, m)), h=np.empty(m), L=np.zeros((m, m)),
+                coef=np.empty(m), res=np.empty(n), S=np.empty(kk, dtype=np.intp),
+                T=np.empty(kk, dtype=np.intp), grad=np.empty(d), b=np.empty(d),
+                score=np.empty(d), top_score=np.empty(kk), direction=np.empty(n),
+                Py=np.empty(n), colnorm=np.empty(d), BX=np.empty((r, d)),
+                seeds=np.empty(max(n_starts, 1), dtype=np.intp),
+                best_S=np.empty(kk, dtype=np.intp), best_coef=np.empty(m),
+                best_res=np.empty(n), best_grad=np.empty(d))
 
 
 # ---------------------------------------------------------------- small dense algebra
 
-@_jit()
+@_jit(inline="always")
 def _copy(src, dst):
-    """dst = src for vectors (a loop: slice assignment is slow to compile; this is
-    compiled once and inlined by LLVM)."""
+    """dst = src for vectors (a loop: slice assignment is slow to compile)."""
     for a in range(src.shape[0]):
         dst[a] = src[a]
 
 
-@_jit()
+@_jit(inline="always")
 def _copy_head(src, dst, m):
     """dst[:m] = src[:m]."""
     for a in range(m):
         dst[a] = src[a]
 
 
-@_jit()
+@_jit(inline="always")
 def _fill(dst, value):
     for a in range(dst.shape[0]):
         dst[a] = value
 
 
-@_jit()
+@_jit(inline="always")
 def _dot_rows(A, p, B, q):
     """A[p] . B[q] for rows of 2-d arrays (no views: each view costs a reference count)."""
     s = 0.0
@@ -132,7 +134,7 @@ def _dot_rows(A, p, B, q):
     return s
 
 
-@_jit()
+@_jit(inline="always")
 def _sum_squares(u, m):
     """||u[:m]||^2."""
     s = 0.0
@@ -141,7 +143,7 @@ def _sum_squares(u, m):
     return s
 
 
-@_jit()
+@_jit(inline="always")
 def _dot(u, v):
     """u . v without a temporary (array expressions allocate inside a kernel)."""
     s = 0.0
@@ -187,7 +189,7 @@ def _cholesky(G, L, m, rel_tol, shift):
     return True
 
 
-@_jit()
+@_jit(inline="always")
 def _forward(L, x, m):
     """x[:m] <- L^{-1} x[:m] (L lower triangular)."""
     for a in range(m):
@@ -197,7 +199,7 @@ def _forward(L, x, m):
         x[a] = s / L[a, a]
 
 
-@_jit()
+@_jit(inline="always")
 def _backward(L, x, m):
     """x[:m] <- L^{-T} x[:m]."""
     for a in range(m - 1, -1, -1):
@@ -404,7 +406,7 @@ def _project_out(Bt, LA, v, out, u):
 
 # ---------------------------------------------------------------- supports
 
-@_jit()
+@_jit(inline="always")
 def _sort_small(S, k):
     """Insertion sort of S[:k] in place (k is small: cheaper than a call to sort)."""
     for j in range(1, k):
@@ -581,13 +583,26 @@ def _greedy_seeds(Xi, yi, Bt, w, n_seeds):
     (descending, first index on ties, as a stable argsort)."""
     n, d = Xi.shape
     r = Bt.shape[0]
-    x, u, score, LA, colnorm, g, seeds = (w.column, w.coords, w.score, w.LA, w.colnorm,
-                                          w.grad, w.seeds)
+    u, score, LA, colnorm, BX, g, seeds = (w.coords, w.score, w.LA, w.colnorm, w.BX, w.grad,
+                                           w.seeds)
+    # ||P x_j||^2 = ||x_j||^2 - ||LA^{-1} B^T x_j||^2: the squared column norms and B^T X_i
+    # row by row of X_i (contiguous along d), then the small solves column by column.
+    _fill(colnorm, 0.0)
+    for c in range(r):
+        _fill(BX[c], 0.0)
+    for a in range(n):
+        for j in range(d):
+            x = np.float64(Xi[a, j])  # float32 storage: square in float64
+            colnorm[j] += x * x
+        for c in range(r):
+            b = Bt[c, a]
+            for j in range(d):
+                BX[c, j] += b * Xi[a, j]
     for j in range(d):
-        for a in range(n):
-            x[a] = Xi[a, j]
-        _range_coords(Bt, LA, x, u)
-        colnorm[j] = np.sqrt(max(_dot(x, x) - _sum_squares(u, r), 1e-300))
+        for c in range(r):
+            u[c] = BX[c, j]
+        _forward(LA, u, r)
+        colnorm[j] = np.sqrt(max(colnorm[j] - _sum_squares(u, r), 1e-300))
     _project_out(Bt, LA, yi, w.Py, u)
     _correlate(Xi, w.Py, g)
     for j in range(d):

@@ -39,15 +39,18 @@ def check_positive(name: str, value, *, allow_inf: bool = False, allow_zero: boo
     return value
 
 
-def check_array(name: str, value, ndim: int, *, finite: bool = True) -> np.ndarray:
+def check_array(name: str, value, ndim: int, *, finite: bool = True,
+                keep_float32: bool = False) -> np.ndarray:
     """Return ``value`` as a real float64 array with ``ndim`` axes (finite unless
-    ``finite=False``). Complex input is rejected rather than silently cast."""
+    ``finite=False``; float32 kept as float32 with ``keep_float32``, for storage whose
+    arithmetic is float64 anyway). Complex input is rejected rather than silently cast."""
     arr = np.asarray(value)
     if np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real; got complex values (dtype {arr.dtype})")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name} must be a numeric array; got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64)
+    keep = keep_float32 and arr.dtype == np.float32
+    arr = np.asarray(arr, dtype=np.float32 if keep else np.float64)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions; got shape {arr.shape}")
     if finite and not _all_finite(arr):
@@ -139,10 +142,11 @@ def _all_zero(name, allow_zero):
     return 1.0
 
 
-def check_xy(X, y, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def check_xy(X, y, *, finite: bool = True, keep_float32: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a batch of users' data. X: (t, n, d), y: (t, n), real (and finite unless
-    ``finite=False``)."""
-    X = check_array("X", X, 3, finite=finite)
+    ``finite=False``); float64, or X float32 if given so and ``keep_float32``."""
+    X = check_array("X", X, 3, finite=finite, keep_float32=keep_float32)
     y = check_array("y", y, 2, finite=finite)
     if X.shape[:2] != y.shape:
         raise ValueError(

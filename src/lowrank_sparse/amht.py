@@ -150,7 +150,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     Plus Sparse Components", AISTATS 2024. Foucart, "Hard thresholding pursuit", SIAM J.
     Numer. Anal. 2011. Huber, "Robust Statistics", 1981.
     """
-    X, y = check_xy(X, y)
+    X, y = check_xy(X, y, keep_float32=True)
     t, n, d = X.shape
     rank, sparsity = check_rank_sparsity(rank, sparsity, d, n, t)
     n_iter = check_int("n_iter", n_iter, low=1)
@@ -171,7 +171,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
 
     batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
     U = _initial_subspace(init, X, y, rank, chunk_size, rng)
-    col_sq = np.einsum("tnd,tnd->t", X, X) if batches is None else None
+    col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
 
     def least_squares_step(U, Xb, fit, changes):
         """The robust least-squares U step (module docstring of :mod:`.global_step`)."""
