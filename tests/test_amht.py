@@ -144,10 +144,13 @@ def test_chunked_and_unchunked_fits_agree():
     np.testing.assert_allclose(chunked.theta, whole.theta, atol=1e-10)
 
 
-def test_compiled_fit_does_not_depend_on_the_number_of_threads():
+def test_compiled_fit_does_not_depend_on_the_number_of_threads(monkeypatch):
     # Sums over users are taken in blocks fixed by t, so the bits are the same.
     import numba
 
+    from lowrank_sparse import _linalg
+
+    monkeypatch.setattr(_linalg, "PARALLEL_MIN_ENTRIES", 0)  # threads even for this size
     problem, data = make_instance(d=30, t=700, r=3, k=2, n=25, noise=0.05, seed=6)
     fits = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):

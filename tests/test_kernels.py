@@ -178,3 +178,23 @@ def test_singular_refit_gets_the_minimum_norm_solution():
         x = np.ones(2)
         _solve_spd(np.array([[1.0, 1.0], [1.0, bad]]), np.ones(2), x, np.zeros((2, 2)), 2)
         np.testing.assert_array_equal(x, 0.0)
+
+
+def test_small_work_runs_on_the_calling_thread_only(monkeypatch):
+    # Below PARALLEL_MIN_ENTRIES entries of X no other thread is woken; at or above it
+    # the tasks are shared by numba's threads (results are the same either way).
+    import threading
+
+    import numba
+
+    from lowrank_sparse import _kernels, _linalg
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
+    seen = set()
+    record = lambda first, stride: seen.add(threading.get_ident())
+    _kernels._on_threads(record, 8, _linalg.PARALLEL_MIN_ENTRIES - 1)
+    assert seen == {threading.get_ident()}
+    seen.clear()
+    _kernels._on_threads(record, 8, _linalg.PARALLEL_MIN_ENTRIES)
+    assert len(seen) == min(numba.get_num_threads(), 8)

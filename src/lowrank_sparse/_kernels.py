@@ -31,6 +31,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from ._linalg import worth_threads
+
 #: Users per block of the partial sums over users (fixed, so sums do not depend on the
 #: number of threads).
 BLOCK = 256
@@ -690,7 +692,7 @@ def fit_users(X, y, Ut, users, warm, settings, out):
     rows)."""
     _on_threads(lambda first, stride: _fit_tasks(X, y, Ut, users, warm, settings, out,
                                                  first, stride),
-                _n_tasks(users.shape[0], USERS_PER_TASK))
+                _n_tasks(users.shape[0], USERS_PER_TASK), users.shape[0] * X[0].size)
 
 
 # ---------------------------------------------------------------- the U step's operator
@@ -730,7 +732,7 @@ def normal_operator(X, Vt, W, omega):
     n_blocks = _n_tasks(X.shape[0], BLOCK)
     out = np.zeros((n_blocks, W.shape[1], X.shape[2]))
     _on_threads(lambda first, stride: _normal_operator_blocks(X, Vt, W, omega, out, first,
-                                                              stride), n_blocks)
+                                                              stride), n_blocks, X.size)
     return out
 
 
@@ -750,14 +752,16 @@ def _n_tasks(n_items, per_task):
     return (n_items + per_task - 1) // per_task
 
 
-def _on_threads(kernel, n_tasks):
+def _on_threads(kernel, n_tasks, entries):
     """kernel(first, stride) on each of numba's threads (``numba.get_num_threads()``:
     NUMBA_NUM_THREADS or ``numba.set_num_threads``), thread p taking the tasks p, p + P,
-    ... (the tasks are small and interleaved, so the threads' shares even out). The
-    kernels release the GIL. Plain threads rather than a numba ``prange`` loop: a
-    parallel kernel compiles the whole call tree below it again (about as long as
-    everything else together)."""
-    n_threads = min(numba.get_num_threads(), n_tasks)
+    ... (the tasks are small and interleaved, so the threads' shares even out); on the
+    calling thread alone if the kernel reads fewer than
+    :data:`~lowrank_sparse._linalg.PARALLEL_MIN_ENTRIES` entries of X. The kernels
+    release the GIL. Plain threads rather than a numba ``prange`` loop: a parallel
+    kernel compiles the whole call tree below it again (about as long as everything
+    else together)."""
+    n_threads = min(numba.get_num_threads(), n_tasks) if worth_threads(entries) else 1
     if n_threads <= 1:
         kernel(0, 1)
         return

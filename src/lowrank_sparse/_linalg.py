@@ -18,6 +18,18 @@ def storage(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=dtype)
 
 
+#: Below this many entries of X (8 MB in float32) a fit runs on the calling thread alone,
+#: numba kernels and BLAS alike: a pass over X then takes well under a millisecond, so
+#: waking other threads (and OpenBLAS's spinning workers) costs more than they save,
+#: several times more on a busy machine. Results do not depend on it.
+PARALLEL_MIN_ENTRIES = 1 << 21
+
+
+def worth_threads(entries: int) -> bool:
+    """Whether work over ``entries`` entries of X is large enough for several threads."""
+    return entries >= PARALLEL_MIN_ENTRIES
+
+
 def user_chunks(t: int, chunk_size: int):
     """Slices that cover range(t) in blocks of ``chunk_size`` users."""
     for start in range(0, t, chunk_size):

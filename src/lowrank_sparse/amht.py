@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._linalg import default_chunk_size, user_chunks
+from ._linalg import default_chunk_size, user_chunks, worth_threads
 from ._validation import (check_int, check_positive, check_rank_sparsity, check_subspace,
                           check_xy, in_unit_scale)
 from .alternating import ConvergenceWarning, FitResult, alternate
 from .global_step import solve_cg, solve_direct
-from .local import check_backend
+from .local import check_backend, single_threaded_blas
 from .robust import Huber, check_robust
 
 
@@ -164,14 +164,15 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, low=1)
     chunk_size = chunk_size or default_chunk_size(n, d)
-    # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
-    # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
-    X, y, x_scale, y_scale = in_unit_scale(X, y)
+    small = not worth_threads(X.size)  # one BLAS thread (PARALLEL_MIN_ENTRIES)
+    with single_threaded_blas(small):
+        # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
+        # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
+        X, y, x_scale, y_scale = in_unit_scale(X, y)
+        batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
+        U = _initial_subspace(init, X, y, rank, chunk_size, rng)
+        col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
     unit = y_scale / x_scale
-
-    batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
-    U = _initial_subspace(init, X, y, rank, chunk_size, rng)
-    col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
 
     def least_squares_step(U, Xb, fit, changes):
         """The robust least-squares U step (module docstring of :mod:`.global_step`)."""
@@ -195,11 +196,11 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         return U_new, {"n_downweighted": int(np.sum(omega < 1)), "cg_iterations": n_cg,
                        "cg_converged": cg_converged}
 
-    # (The dense U solve is BLAS work: it keeps BLAS threads.)
+    # (The dense U solve is BLAS work: it keeps BLAS threads unless the fit is small.)
     run = alternate(X, y, U, sparsity, least_squares_step, n_iter=n_iter, tol=tol,
                     cross_user_restarts=True, n_starts=n_starts, htp_iter=htp_iter,
                     batches=batches, chunk_size=chunk_size, backend=backend,
-                    blas_single_threaded=backend == "numba" and solver == "cg",
+                    blas_single_threaded=small or (backend == "numba" and solver == "cg"),
                     callback=callback)
     history = History(subspace_change=run.changes, train_loss=run.train_loss * y_scale ** 2,
                       n_downweighted=np.array([s["n_downweighted"] for s in run.steps]),

@@ -84,8 +84,11 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
         col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64)
     K = W.T @ ((omega * col_sq / d)[:, None] * W)  # (r, r) preconditioner
     r = K.shape[0]
-    # K^{-1} once (r x r, by Cholesky): then preconditioning is one small product.
-    K_inv = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K + 1e-300 * np.eye(r)), np.eye(r))
+    # K^{-1} once (r x r, by Cholesky: LinAlgError unless K is positive definite), then
+    # preconditioning is one small product. numpy's calls: scipy's wrappers cost ~30 us
+    # each, a fixed cost of every U step.
+    L_inv = np.linalg.inv(np.linalg.cholesky(K + 1e-300 * np.eye(r)))
+    K_inv = L_inv.T @ L_inv
     precond = lambda M: M @ K_inv
     res = rhs - apply(U0) if residual0 is None else residual0.copy()
     threshold = tol * (np.linalg.norm(U0) or 1.0)
