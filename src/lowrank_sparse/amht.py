@@ -77,7 +77,10 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     Parameters
     ----------
     X : (t, n, d) array
-        Features of t users, n samples each.
+        Features of t users, n samples each; float32 is kept as given (half the memory,
+        every product and sum still float64; when that is accurate enough: the
+        ``dtype`` option of :func:`lowrank_sparse.sample_data`), anything else becomes
+        float64.
     y : (t, n) array
         Responses.
     rank : int
