@@ -43,6 +43,10 @@ USERS_PER_TASK = 64
 _FAST = {"reassoc", "contract"}
 
 
+# inline="always" (numba's own inlining, typed again at every call site) only for
+# helpers with one or two call sites: small helpers called from many sites are inlined
+# by LLVM anyway, and inlining them in numba made the cold compile 38 s of CPU instead
+# of 30 s (benchmarks/bench_first_fit.py) for no measurable speed.
 def _jit(inline="never"):
     return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline)
 
@@ -107,27 +111,28 @@ def _work(n, d, r, k, n_starts):
 
 # ---------------------------------------------------------------- small dense algebra
 
-@_jit(inline="always")
+@_jit()
 def _copy(src, dst):
-    """dst = src for vectors (a loop: slice assignment is slow to compile)."""
+    """dst = src for vectors (a loop: slice assignment is slow to compile; this is
+    compiled once and inlined by LLVM)."""
     for a in range(src.shape[0]):
         dst[a] = src[a]
 
 
-@_jit(inline="always")
+@_jit()
 def _copy_head(src, dst, m):
     """dst[:m] = src[:m]."""
     for a in range(m):
         dst[a] = src[a]
 
 
-@_jit(inline="always")
+@_jit()
 def _fill(dst, value):
     for a in range(dst.shape[0]):
         dst[a] = value
 
 
-@_jit(inline="always")
+@_jit()
 def _dot_rows(A, p, B, q):
     """A[p] . B[q] for rows of 2-d arrays (no views: each view costs a reference count)."""
     s = 0.0
@@ -136,7 +141,7 @@ def _dot_rows(A, p, B, q):
     return s
 
 
-@_jit(inline="always")
+@_jit()
 def _sum_squares(u, m):
     """||u[:m]||^2."""
     s = 0.0
@@ -145,7 +150,7 @@ def _sum_squares(u, m):
     return s
 
 
-@_jit(inline="always")
+@_jit()
 def _dot(u, v):
     """u . v without a temporary (array expressions allocate inside a kernel)."""
     s = 0.0
@@ -191,7 +196,7 @@ def _cholesky(G, L, m, rel_tol, shift):
     return True
 
 
-@_jit(inline="always")
+@_jit()
 def _forward(L, x, m):
     """x[:m] <- L^{-1} x[:m] (L lower triangular)."""
     for a in range(m):
@@ -201,7 +206,7 @@ def _forward(L, x, m):
         x[a] = s / L[a, a]
 
 
-@_jit(inline="always")
+@_jit()
 def _backward(L, x, m):
     """x[:m] <- L^{-T} x[:m]."""
     for a in range(m - 1, -1, -1):
@@ -408,7 +413,7 @@ def _project_out(Bt, LA, v, out, u):
 
 # ---------------------------------------------------------------- supports
 
-@_jit(inline="always")
+@_jit()
 def _sort_small(S, k):
     """Insertion sort of S[:k] in place (k is small: cheaper than a call to sort)."""
     for j in range(1, k):
