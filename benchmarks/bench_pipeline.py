@@ -30,6 +30,9 @@ def job_times(results: Path) -> pd.DataFrame:
             record = json.loads((results / "fits" / job.relative_to("fit")).with_suffix(
                 ".json").read_text())
             row["work_s"] = record["work_seconds"]
+            row["draw_s"] = sum(fit["draw_seconds"] for fit in record["fits"])
+            row["fit_s"] = sum(r["seconds"] for fit in record["fits"] for r in fit["rows"]
+                               if r["fitted"])
             row["fits"] = len(record["fits"])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -46,7 +49,8 @@ def main():
     startup = fits["wall_s"] - fits["work_s"]
     print(f"\nfit jobs: {len(fits)} jobs, {int(fits['fits'].sum())} fits, "
           f"wall {fits['wall_s'].sum():.1f} s, CPU {fits['cpu_s'].sum():.1f} s, "
-          f"of which fitting {fits['work_s'].sum():.1f} s")
+          f"of which drawing, fitting and scoring {fits['work_s'].sum():.1f} s (drawing the "
+          f"data {fits['draw_s'].sum():.1f} s, the estimators' fit() {fits['fit_s'].sum():.1f} s)")
     print(f"start-up: {startup.sum():.1f} s = {startup.sum() / fits['wall_s'].sum():.1%} of "
           f"the fit jobs' wall time (median {startup.median():.2f} s per job)")
     print(f"all jobs: wall {jobs['wall_s'].sum():.1f} s, CPU {jobs['cpu_s'].sum():.1f} s")

@@ -177,6 +177,10 @@ def check_config(config: Mapping, *, needs: Mapping[str, Iterable[str]] | None =
     sweeps = config.get("sweeps")
     if not isinstance(sweeps, Mapping) or not sweeps:
         raise ConfigError(f"sweeps: must be a non-empty mapping of sweep names; got {sweeps!r}")
+    for sweep, spec in sweeps.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"sweeps.{sweep}: must be a mapping with a grid and methods; "
+                              f"got {spec!r}")
     for sweep, methods in needs.items():
         if sweep not in sweeps:
             raise ConfigError(f"sweeps: sweep {sweep!r} is missing; the registered figures "

@@ -190,24 +190,28 @@ def fit_cell(method_name: str, cell: dict, *, replicates: int, root_seed: int, n
     """Every replicate of one cell (``CELL_KEYS`` and epsilon): draw its problem and data
     from the cell's seeds, fit one method (private ones at (epsilon, delta)), score it.
 
-    The data are regenerated here rather than stored: drawing costs a fraction of a fit
-    (see the pipeline notes in README.md) and the seeds make the draws identical in any
-    process. Returns ``{"rows": [one metrics row per replicate], "traces": [the
-    per-iteration subspace distances per replicate]}``.
+    The data are drawn here rather than stored: the seeds make the draws identical in any
+    process, and drawing again costs less than storing and reading the data (see the
+    pipeline notes in README.md). Returns ``{"rows": [one metrics row per replicate],
+    "traces": [the per-iteration subspace distances per replicate], "draw_seconds":
+    time spent drawing}``.
     """
     rows, traces = [], []
     cell = {**cell, "delta": delta}
+    draw_seconds = 0.0
     for rep in range(replicates):
         if cell["n"] < METHODS[method_name].min_samples(cell):
             row, trace = _unfitted_row(), []  # nothing to fit: skip the draw
         else:
+            start = time.perf_counter()
             problem, data = simulate(cell, rep, root_seed, n_test)
+            draw_seconds += time.perf_counter() - start
             row, trace = fit_and_score(method_name, problem, data, cell,
                                        privacy_rng=cell_seed(root_seed, cell, rep, "privacy"),
                                        success_tol=success_tol, progress=progress)
         rows.append({"replicate": rep, **row})
         traces.append(trace)
-    return {"rows": rows, "traces": traces}
+    return {"rows": rows, "traces": traces, "draw_seconds": draw_seconds}
 
 
 #: Library modules whose edits do not change any fit: they plan the grid, check and
