@@ -71,16 +71,16 @@ def thresholds(results: pd.DataFrame, traces=None):
     fig, axes = plt.subplots(1, 2, figsize=(7, 3))
     for ax, xcol, xlabel in ((axes[0], "r_plus_k", "r + k"),
                              (axes[1], "k_log", "r + k log(d / k)")):
-        for method, group in table.groupby("method"):
+        for i, (method, group) in enumerate(table.groupby("method")):
             try:
                 slope, intercept, r2 = linear_fit(group[xcol], group["n_50"])
             except TooFewPoints:  # no line through one or two points (a perfect "fit")
-                ax.scatter(group[xcol], group["n_50"], s=18,
+                ax.scatter(group[xcol], group["n_50"], s=18, color=f"C{i}",
                            label=f"{_label(method)} (no line: < {MIN_FIT_POINTS} points)")
                 continue
-            ax.scatter(group[xcol], group["n_50"], label=_label(method), s=18)
+            ax.scatter(group[xcol], group["n_50"], label=_label(method), s=18, color=f"C{i}")
             xs = np.linspace(group[xcol].min(), group[xcol].max(), 10)
-            ax.plot(xs, slope * xs + intercept, lw=1,
+            ax.plot(xs, slope * xs + intercept, lw=1, color=f"C{i}",
                     label=f"{_label(method)} fit: slope {slope:.2f}, R² {r2:.2f}")
         ax.set(xlabel=xlabel, ylabel="n_50")
     axes[0].legend(fontsize="x-small")
