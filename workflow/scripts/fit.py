@@ -16,20 +16,22 @@ log = setup_logging(snakemake)
 precompile()
 method, params = snakemake.wildcards.method, snakemake.params
 fits = []
-work_seconds = 0.0  # drawing, fitting and scoring: the job's time minus its start-up
+# Drawing, fitting and scoring (wall and CPU): the job's time minus its start-up.
+work_seconds = work_cpu_seconds = 0.0
 for cell in params.cells:
     log.info("%s on %s: fitting %d replicates", method, cell, params.replicates)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = fit_cell(method, cell, replicates=params.replicates, root_seed=params.root_seed,
                       n_test=params.n_test, delta=params.delta,
                       success_tol=params.success_tol, progress=log.info)
     work_seconds += time.perf_counter() - start
+    work_cpu_seconds += time.process_time() - start_cpu
     fits.append({"cell": cell, **result})
     log.info("%s on %s: distances %s, success %s, %.2f s", method, cell,
              [row["subspace_distance"] for row in result["rows"]],
              [row["success_rate"] for row in result["rows"]], time.perf_counter() - start)
 record = {"sweep": snakemake.wildcards.sweep, "method": method,
           "batch": int(snakemake.wildcards.batch), "fits": fits, "work_seconds": work_seconds,
-          "versions": versions(), "code_version": params.code_version}
+          "work_cpu_seconds": work_cpu_seconds, "versions": versions(), "code_version": params.code_version}
 with atomic_outputs(snakemake.output.fit) as (tmp,), open(tmp, "w") as handle:
     json.dump(record, handle, indent=1, allow_nan=True)
