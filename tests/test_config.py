@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from lowrank_sparse import figures
-from lowrank_sparse.config import (MAX_EPSILON, ConfigError, check_config, expand_sweeps,
-                                   load_config_file, plan_batches)
+from lowrank_sparse.config import (DEFAULT_BATCH_SIZE, MAX_EPSILON, ConfigError, batch_sizes,
+                                   check_config, expand_sweeps, load_config_file,
+                                   plan_batches)
 from lowrank_sparse.experiment import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,8 +182,19 @@ def test_batches_cover_every_fit_once_and_keep_jobs_apart():
     assert {key[:2] for key in changed} <= {("privacy", "per_user_sparse")} | {
         ("phase_transition", m) for m in config["sweeps"]["phase_transition"]["methods"]}
     assert ("privacy", "per_user_sparse", 0) in changed
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match="batch_size of sweep 'phase_transition' must be an "
+                                         "integer >= 1; got 0"):
         plan_batches(fits, 0)
+
+
+def test_a_sweep_may_set_its_own_batch_size(config):
+    sizes = batch_sizes(config)
+    assert sizes["privacy"] == config["sweeps"]["privacy"]["batch_size"] == 2
+    assert sizes["phase_transition"] == config["batch_size"]
+    del config["batch_size"]
+    assert batch_sizes(config)["phase_transition"] == DEFAULT_BATCH_SIZE
+    batches = plan_batches(expand_sweeps(config), batch_sizes(config))
+    assert max(len(b.cells) for b in batches if b.sweep == "privacy") == 2
 
 
 # The registry of figures and tables.

@@ -209,7 +209,7 @@ def test_two_runs_give_identical_tables(pipeline, tmp_path):
     ("n: [2, 4, 8]", 'n: ["abc", 4, 8]', "sweeps.phase_transition.grid.n: 'abc' is a string"),
     ("epsilon: [1.0, 8.0]", "epsilon: [1.0, 1.0e+6]", "sweeps.privacy.grid.epsilon: 1000000.0"),
     ("  total_samples:", "  runtime_d:\n    grid: {d: [8]}\n    methods: [amht_lrs]\n"
-     "  total_samples:", "test.yaml, line 40: duplicated key 'runtime_d' (first at line 17)"),
+     "  total_samples:", "test.yaml, line 41: duplicated key 'runtime_d' (first at line 17)"),
 ])
 def test_bad_config_fails_at_start_naming_the_problem(tmp_path, original, replacement, named):
     workdir = checkout(tmp_path)

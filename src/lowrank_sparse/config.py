@@ -25,6 +25,11 @@ import yaml
 
 from .experiment import CELL_KEYS, METHODS
 
+#: Cells per fit job unless the config says otherwise (``batch_size``, globally or per
+#: sweep): a job then spends a few seconds fitting for each ~2 s of start-up (interpreter,
+#: imports, loading the compiled kernels); see README.md for the measurement.
+DEFAULT_BATCH_SIZE = 24
+
 #: Largest privacy budget a grid may ask for. Calibration accepts any epsilon > 0, but a
 #: user-level epsilon above ~10 already promises next to nothing (e^10 ~ 2e4), and the
 #: noise of the private fits is negligible long before 1e3: a larger value is a typo
@@ -318,21 +323,32 @@ class Batch:
         return [{"sweep": self.sweep, "method": self.method, **cell} for cell in self.cells]
 
 
-def plan_batches(fits: list[dict], batch_size: int) -> list[Batch]:
-    """Group fits into jobs: per (sweep, method), consecutive runs of ``batch_size`` cells.
+def batch_sizes(config: Mapping) -> dict[str, int]:
+    """Cells per fit job for each sweep: the sweep's ``batch_size``, else the config's,
+    else ``DEFAULT_BATCH_SIZE``."""
+    default = config.get("batch_size", DEFAULT_BATCH_SIZE)
+    return {sweep: spec.get("batch_size", default) for sweep, spec in config["sweeps"].items()}
+
+
+def plan_batches(fits: list[dict], batch_size: int | Mapping[str, int]) -> list[Batch]:
+    """Group fits into jobs: per (sweep, method), consecutive runs of ``batch_size`` cells
+    (an int, or a mapping from sweep to int as ``batch_sizes`` gives).
 
     A job is one method on one sweep's cells, so adding a method to a sweep, or changing
     one sweep's grid, changes only the jobs of that method or sweep (appending grid
     values changes only the last job of each method); every other job keeps its inputs
     and is not rerun.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for fit in fits:
         cell = {key: value for key, value in fit.items() if key not in ("sweep", "method")}
         groups.setdefault((fit["sweep"], fit["method"]), []).append(cell)
-    return [Batch(sweep, method, start // batch_size, tuple(cells[start:start + batch_size]))
-            for (sweep, method), cells in groups.items()
-            for start in range(0, len(cells), batch_size)]
+    batches = []
+    for (sweep, method), cells in groups.items():
+        size = batch_size[sweep] if isinstance(batch_size, Mapping) else batch_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"batch_size of sweep {sweep!r} must be an integer >= 1; "
+                             f"got {size!r}")
+        batches += [Batch(sweep, method, start // size, tuple(cells[start:start + size]))
+                    for start in range(0, len(cells), size)]
+    return batches

@@ -1,7 +1,7 @@
 # The plan (fits, jobs, rows every table must have) and helpers shared by the rule files.
 from pathlib import Path
 
-from lowrank_sparse.config import expand_sweeps, plan_batches
+from lowrank_sparse.config import batch_sizes, expand_sweeps, plan_batches
 from lowrank_sparse.experiment import METHODS, code_version
 from lowrank_sparse.figures import OUTPUTS, by_kind
 from lowrank_sparse.results import expected_rows
@@ -9,7 +9,7 @@ from lowrank_sparse.results import expected_rows
 RESULTS = "results"
 FITS = expand_sweeps(config)  # one dict per (sweep, cell, method), in the config's order
 BATCHES = {(batch.sweep, batch.method, batch.index): batch
-           for batch in plan_batches(FITS, config["batch_size"])}
+           for batch in plan_batches(FITS, batch_sizes(config))}
 EXPECTED_ROWS = expected_rows(FITS, config["replicates"])
 # Hash of the library code each stage runs: editing it reruns that stage and what follows.
 LIBRARY = Path(workflow.basedir) / "src" / "lowrank_sparse"
