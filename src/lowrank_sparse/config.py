@@ -132,10 +132,16 @@ def load_config_file(path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except yaml.MarkedYAMLError as error:
+        def at(mark):
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
         mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
-        raise ConfigError(f"{path}, {where}: YAML syntax error: {problem}") from None
+        context = ""
+        if error.context:  # e.g. "while parsing a flow sequence", begun at context_mark
+            context = error.context + (f" (from {at(error.context_mark)})"
+                                       if error.context_mark else "") + ": "
+        raise ConfigError(f"{path}, {at(mark) if mark else 'unknown line'}: YAML syntax "
+                          f"error: {context}{error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(loaded, dict):
