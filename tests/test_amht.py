@@ -118,7 +118,9 @@ def test_cg_u_step_solves_the_normal_equations_exactly():
     exact = solve_direct(data.X, Z, problem.W, omega, chunk_size=problem.t)
     R = normal_rhs(data.X, Z, problem.W, omega, chunk_size=40)
     for backend in ("numba", "numpy"):
-        cg, _ = solve_cg(data.X, problem.W, omega, U0, rhs=R, chunk_size=40, backend=backend)
+        cg, _, converged = solve_cg(data.X, problem.W, omega, U0, rhs=R, chunk_size=40,
+                                    backend=backend)
+        assert converged
         np.testing.assert_allclose(cg, exact, atol=1e-11)
 
 
