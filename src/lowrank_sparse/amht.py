@@ -12,12 +12,16 @@ from .global_step import solve_cg, solve_direct
 from ._linalg import default_chunk_size, user_chunks
 from .local import check_backend, local_step, single_threaded_blas
 from .metrics import principal_sine
-from .robust import Huber, check_robust
+from .robust import Adaptive, check_robust
 
 
 #: Subspace change (sine) above which the local step restarts every user; measured on
 #: d=50, t=400, r=k=2: 1e-2 keeps the n_50 of always restarting at a third of the cost.
 RESTART_ALL_ABOVE_CHANGE = 1e-2
+
+#: Iterations of plain alternating minimization (sparsity 0) that refine a computed
+#: initial subspace before the sparse parts are fitted (draft).
+LOWRANK_WARMUP_ITERATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def top_eigenvectors(M, rank) -> np.ndarray:
 
 
 def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
-             fresh_samples=False, robust=Huber(), n_starts=1, htp_iter=20,
+             fresh_samples=False, robust=Adaptive(), n_starts=1, htp_iter=20,
              solver="cg", chunk_size=None, backend="numba", callback=None,
              rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i by alternating minimization and hard thresholding.
@@ -186,6 +190,9 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
 
     batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
     U = _initial_subspace(init, X, y, rank, chunk_size, rng)
+    if isinstance(init, str) and sparsity > 0 and not fresh_samples and LOWRANK_WARMUP_ITERATIONS:
+        U = amht_lrs(X, y, rank, 0, n_iter=LOWRANK_WARMUP_ITERATIONS, tol=tol, init=U,
+                     robust=None, solver=solver, chunk_size=chunk_size, backend=backend).U
     col_sq = np.einsum("tnd,tnd->t", X, X) if batches is None else None
 
     changes, losses, downweighted, cg_its, seconds = [], [], [], [], []

@@ -13,7 +13,7 @@ from ._validation import check_array, check_rank_sparsity, check_subspace, check
 from .amht import FitResult, amht_lrs
 from .dp_amht import dp_amht_lrs
 from .local import LocalFit, local_step, refit
-from .robust import Huber
+from .robust import Adaptive
 
 
 class PersonalizedModel:
@@ -67,7 +67,7 @@ class AMHTLRS(PersonalizedModel):
     """
 
     def __init__(self, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
-                 fresh_samples=False, robust=Huber(), n_starts=1, solver="cg",
+                 fresh_samples=False, robust=Adaptive(), n_starts=1, solver="cg",
                  chunk_size=None, rng=None):
         self.rank = rank
         self.sparsity = sparsity

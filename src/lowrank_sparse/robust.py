@@ -84,6 +84,61 @@ class Trimmed:
         return (rho2 <= cut2).astype(float)
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    """Keep the cluster of well-fitted users, whatever its share (draft)."""
+
+    fraction: float = 0.05
+    keep: float = 0.999
+    power: float = 4.0
+    gap: float = 1.0
+    share: float = 0.01
+
+    def __post_init__(self):
+        for name in ("fraction", "keep", "share"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise ValueError(f"Adaptive {name} must be in (0, 1); got {value!r}")
+        for name in ("power", "gap"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"Adaptive {name} must be a finite number > 0; got {value!r}")
+
+    def weights(self, residual, dof) -> np.ndarray:
+        rho2 = np.maximum(residual, 0.0)
+        if dof < 1:  # n = r + k: every user fits exactly, the residual says nothing
+            return np.ones_like(rho2)
+        cut2, keep2 = self.thresholds(rho2, dof)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(rho2 > keep2, (cut2 / rho2) ** (self.power / 2), 1.0)
+
+    def thresholds(self, rho2, dof):
+        """(cut2, keep2): the chi^2 cut on the squared residuals and the edge of the
+        well-fitted cluster, the middle of the first gap above cut2 (cut2 if none)."""
+        t = rho2.size
+        cut2 = (np.quantile(rho2, self.fraction) / _chi2_quantile(self.fraction, dof)
+                * _chi2_quantile(self.keep, dof))
+        if not cut2 > 0:
+            return cut2, cut2
+        with np.errstate(divide="ignore"):
+            decades = np.log10(rho2 / cut2)
+        top = decades.max()
+        if not top > self.gap:
+            return cut2, cut2
+        n_bins = int(np.ceil(top / _BIN)) + 1
+        counts = np.histogram(decades, bins=n_bins, range=(0.0, n_bins * _BIN))[0]
+        above = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # users in bins >= j
+        g = int(round(self.gap / _BIN))
+        in_gap, beyond = above[:n_bins + 1 - g] - above[g:], above[g:]
+        found = (in_gap <= self.share * t) & (beyond >= self.share * t)
+        if not found.any():
+            return cut2, cut2
+        return cut2, cut2 * 10.0 ** (_BIN * np.argmax(found) + self.gap / 2)
+
+
+_BIN = 0.05  # histogram bin, decades of the squared residual
+
+
 def _chi2_quantile(q, dof):
     """The q-quantile of chi^2_dof (scipy.special, not scipy.stats: the latter adds ~0.4 s
     to every pipeline job's import)."""
@@ -92,7 +147,7 @@ def _chi2_quantile(q, dof):
 
 def check_robust(robust):
     """robust must be a weighting rule of this module or None (plain least squares)."""
-    if robust is not None and not isinstance(robust, (Huber, Trimmed)):
+    if robust is not None and not isinstance(robust, (Adaptive, Huber, Trimmed)):
         raise ValueError(
-            f"robust must be Huber(c), Trimmed(fraction) or None; got {robust!r}")
+            f"robust must be Adaptive(), Huber(c), Trimmed(fraction) or None; got {robust!r}")
     return robust
