@@ -212,7 +212,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
                              chunk_size=chunk_size, backend=backend, out=spare)
             support = fit.support
             omega = (np.ones(t) if robust is None
-                     else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity))
+                     else robust.weights(fit.residual, Xb.shape[1] - rank - sparsity, sparsity / d))
             if solver == "cg":
                 # The residual of the normal equations at the current U comes from the local
                 # fit's per-user correlations X_i^T e_i (computed while X_i was in cache).

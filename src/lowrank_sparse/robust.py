@@ -42,7 +42,7 @@ class Huber:
         if not (np.isfinite(self.c) and self.c > 0):
             raise ValueError(f"Huber c must be a finite number > 0; got {self.c!r}")
 
-    def weights(self, residual, dof) -> np.ndarray:
+    def weights(self, residual, dof, sparse_share=0.0) -> np.ndarray:
         rho = np.sqrt(np.maximum(residual, 0.0))
         cut = self.c * np.median(rho)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -75,7 +75,7 @@ class Trimmed:
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ValueError(f"Trimmed {name} must be in (0, 1); got {value!r}")
 
-    def weights(self, residual, dof) -> np.ndarray:
+    def weights(self, residual, dof, sparse_share=0.0) -> np.ndarray:
         if dof < 1:  # n = r + k: every user fits exactly, the residual says nothing
             return np.ones_like(residual)
         rho2 = np.maximum(residual, 0.0)
@@ -89,8 +89,10 @@ class Adaptive:
     """Keep the cluster of well-fitted users, whatever its share (draft)."""
 
     fraction: float = 0.05
+    support_factor: float = 5.0
     keep: float = 0.999
-    power: float = 4.0
+    power: float = 2.0
+    spread: float = 0.25
     gap: float = 1.0
     share: float = 0.01
 
@@ -99,32 +101,44 @@ class Adaptive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ValueError(f"Adaptive {name} must be in (0, 1); got {value!r}")
-        for name in ("power", "gap"):
+        for name in ("support_factor", "power", "spread", "gap"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise ValueError(f"Adaptive {name} must be a finite number > 0; got {value!r}")
 
-    def weights(self, residual, dof) -> np.ndarray:
+    def weights(self, residual, dof, sparse_share=0.0) -> np.ndarray:
         rho2 = np.maximum(residual, 0.0)
         if dof < 1:  # n = r + k: every user fits exactly, the residual says nothing
             return np.ones_like(rho2)
-        cut2, keep2 = self.thresholds(rho2, dof)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(rho2 > keep2, (cut2 / rho2) ** (self.power / 2), 1.0)
+        cut2, keep2, softness = self.thresholds(rho2, dof, sparse_share)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            tail = (np.minimum(cut2 / rho2, 1.0) ** (self.power / (2 * softness))
+                    if softness > 0 else 0.0)
+            return np.where(rho2 > keep2, tail, 1.0)
 
-    def thresholds(self, rho2, dof):
-        """(cut2, keep2): the chi^2 cut on the squared residuals and the edge of the
-        well-fitted cluster, the middle of the first gap above cut2 (cut2 if none)."""
+    def thresholds(self, rho2, dof, sparse_share=0.0):
+        """(cut2, keep2, softness): the chi^2 cut on the squared residuals, the edge of
+        the well-fitted cluster (the middle of the first gap above cut2, else cut2) and
+        the softness of the tail above it (1: noiseless scale mixture, 0: chi^2)."""
         t = rho2.size
-        cut2 = (np.quantile(rho2, self.fraction) / _chi2_quantile(self.fraction, dof)
-                * _chi2_quantile(self.keep, dof))
+        f = self.fraction
+        low, mid = np.quantile(rho2, [f / 4, f])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            excess = (np.log10(mid / low)
+                      - np.log10(_chi2_quantile(f, dof) / _chi2_quantile(f / 4, dof)))
+        softness = float(np.clip(np.nan_to_num(excess / self.spread, nan=1.0), 0.0, 1.0)) ** 2
+        shared = sparse_share + self.support_factor * np.sqrt(sparse_share / t)
+        anchor = min(0.5, max(f, softness * shared))
+        if anchor > f:
+            mid = np.quantile(rho2, anchor)
+        cut2 = mid / _chi2_quantile(anchor, dof) * _chi2_quantile(self.keep, dof)
         if not cut2 > 0:
-            return cut2, cut2
+            return cut2, cut2, softness
         with np.errstate(divide="ignore"):
             decades = np.log10(rho2 / cut2)
         top = decades.max()
         if not top > self.gap:
-            return cut2, cut2
+            return cut2, cut2, softness
         n_bins = int(np.ceil(top / _BIN)) + 1
         counts = np.histogram(decades, bins=n_bins, range=(0.0, n_bins * _BIN))[0]
         above = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # users in bins >= j
@@ -132,8 +146,8 @@ class Adaptive:
         in_gap, beyond = above[:n_bins + 1 - g] - above[g:], above[g:]
         found = (in_gap <= self.share * t) & (beyond >= self.share * t)
         if not found.any():
-            return cut2, cut2
-        return cut2, cut2 * 10.0 ** (_BIN * np.argmax(found) + self.gap / 2)
+            return cut2, cut2, softness
+        return cut2, cut2 * 10.0 ** (_BIN * np.argmax(found) + self.gap / 2), softness
 
 
 _BIN = 0.05  # histogram bin, decades of the squared residual
