@@ -128,7 +128,7 @@ class Adaptive:
                       - np.log10(_chi2_quantile(f, dof) / _chi2_quantile(f / 4, dof)))
         softness = float(np.clip(np.nan_to_num(excess / self.spread, nan=1.0), 0.0, 1.0)) ** 2
         shared = sparse_share + self.support_factor * np.sqrt(sparse_share / t)
-        anchor = min(0.5, max(f, softness * shared))
+        anchor = min(0.5, max(f, shared))
         if anchor > f:
             mid = np.quantile(rho2, anchor)
         cut2 = mid / _chi2_quantile(anchor, dof) * _chi2_quantile(self.keep, dof)
