@@ -31,8 +31,8 @@ def main():
     Z = y - np.einsum("tnd,td->tn", X, fit.sparse(d))
     omega = np.ones(args.t)
     start = time.perf_counter()
-    U_cg, its = solve_cg(X, fit.W, omega, U0, rhs=normal_rhs(X, Z, fit.W, omega),
-                         tol=1e-12)
+    U_cg, its, _ = solve_cg(X, fit.W, omega, U0, rhs=normal_rhs(X, Z, fit.W, omega),
+                            tol=1e-12)
     t_cg = time.perf_counter() - start
     start = time.perf_counter()
     U_direct = solve_direct(X, Z, fit.W, omega, chunk_size=args.t)

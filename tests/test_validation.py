@@ -129,3 +129,100 @@ def test_input_arrays_are_not_modified(xy):
     X0, y0 = X.copy(), y.copy()
     ls.AMHTLRS(2, 1).fit(X, y)
     assert np.array_equal(X, X0) and np.array_equal(y, y0)
+
+
+# ---------------------------------------------------------------- honest answers (issue 14)
+
+def test_fewer_users_than_the_rank(xy):
+    X, y = xy
+    with pytest.raises(ValueError, match=r"t \(users\) must be >= rank = 2: .*got t = 1"):
+        ls.amht_lrs(X[:1], y[:1], 2, 1)
+
+
+def test_complex_input_is_rejected(xy):
+    X, y = xy
+    with pytest.raises(ValueError, match=r"X must be real; got complex values \(dtype complex128\)"):
+        ls.AMHTLRS(2, 1).fit(X + 1j, y)
+    with pytest.raises(ValueError, match="y must be real"):
+        ls.PerUserLeastSquares().fit(X, y.astype(complex))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ls.AMHTLRS(2, 1), lambda: ls.PerUserLeastSquares(), lambda: ls.PerUserSparse(2),
+    lambda: ls.ConvexLowRankSparse(), lambda: ls.LowRankOnly(2),
+])
+def test_all_zero_or_constant_features_are_rejected(xy, make):
+    X, y = xy
+    with pytest.raises(ValueError, match="X must not be all zeros: nothing can be learned"):
+        make().fit(np.zeros_like(X), y)
+    with pytest.raises(ValueError, match="X must not be constant: every entry is 1.5"):
+        make().fit(np.full_like(X, 1.5), y)
+
+
+@pytest.mark.parametrize("make", [lambda: ls.AMHTLRS(2, 1), lambda: ls.PerUserLeastSquares()])
+def test_one_astronomical_entry_is_rejected_not_overflowed(xy, make):
+    X, y = xy
+    X = X.copy()
+    X[3, 2, 1] = 1e200
+    with pytest.raises(ValueError, match="X spans too many orders of magnitude .*median magnitude"):
+        make().fit(X, y)
+    y = y.copy()
+    y[0, 0] = -1e250
+    with pytest.raises(ValueError, match="y spans too many orders of magnitude"):
+        make().fit(xy[0], y)
+
+
+@pytest.mark.parametrize("U,message", [
+    (np.zeros((10, 2)), r"U must have orthonormal columns \(U\^T U = I\); got max \|U\^T U - I\| = 1"),
+    (2 * np.eye(10, 2), "U must have orthonormal columns"),
+    (np.eye(9, 2), r"U must have shape \(10, r\) with r >= 1; got \(9, 2\)"),
+    (np.zeros((10, 0)), r"U must have shape \(10, r\) with r >= 1; got \(10, 0\)"),
+])
+def test_known_subspace_checks_its_subspace(xy, U, message):
+    with pytest.raises(ValueError, match=message):
+        ls.KnownSubspace(U, 1).fit(*xy)
+    with pytest.raises(ValueError, match=message):
+        ls.Oracle(U, np.eye(8, 10, dtype=bool)).fit(*xy)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"n_iter": 0}, "n_iter must be >= 1; got 0"),
+    ({"grid": ()}, r"grid must be a non-empty sequence of factors > 0; got \(\)"),
+    ({"grid": (0.1, -1.0)}, "grid must be a non-empty sequence of factors > 0"),
+    ({"holdout": 1.5}, r"holdout must be in \(0, 1\); got 1.5"),
+    ({"tol": -1.0}, "tol must be >= 0; got -1.0"),
+    ({"lam_nuclear": -1.0, "lam_l1": 0.1}, "lam_nuclear must be > 0; got -1.0"),
+])
+def test_convex_baseline_errors(xy, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ls.ConvexLowRankSparse(**kwargs).fit(*xy)
+
+
+def test_outer_loop_out_of_iterations_warns(xy):
+    with pytest.warns(ls.ConvergenceWarning, match="did not converge in n_iter=2 iterations"):
+        fit = ls.amht_lrs(*xy, 2, 1, n_iter=2)
+    assert not fit.converged and fit.history.cg_converged.all()
+
+
+def test_u_step_solver_stopping_short_is_recorded_and_warned(xy, monkeypatch):
+    from lowrank_sparse import amht, global_step
+    capped = lambda *args, **kwargs: global_step.solve_cg(*args, **{**kwargs, "max_iter": 0})
+    monkeypatch.setattr(amht, "solve_cg", capped)
+    with pytest.warns(ls.ConvergenceWarning, match="conjugate gradients stopped before their "
+                                                   r"tolerance in iteration\(s\) \[1"):
+        fit = ls.amht_lrs(*xy, 2, 1, n_iter=3)
+    assert not fit.history.cg_converged.any()
+
+
+def test_cg_reports_its_status():
+    from lowrank_sparse.global_step import normal_rhs, solve_cg
+    problem = ls.make_problem(12, 40, 2, 1, rng=3)
+    data = ls.sample_data(problem, 10, n_test=0, rng=4)
+    Z = data.y - np.einsum("tnd,td->tn", data.X, problem.B)
+    rhs = normal_rhs(data.X, Z, problem.W, np.ones(40))
+    U0 = np.linalg.qr(np.random.default_rng(0).standard_normal((12, 2)))[0]
+    assert solve_cg(data.X, problem.W, np.ones(40), U0, rhs=rhs, max_iter=1)[2] is False
+    U, iterations, converged = solve_cg(data.X, problem.W, np.ones(40), U0, rhs=rhs)
+    assert converged and iterations > 1
+    # Every user's weight 0: a zero normal operator, CG breaks down at once.
+    assert solve_cg(data.X, problem.W, np.zeros(40), U0, rhs=rhs)[1:] == (0, False)

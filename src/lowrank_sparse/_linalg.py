@@ -29,13 +29,27 @@ def users_per_block(floats_per_user: int, chunk_size: int | None = None) -> int:
 def batched_solve(G: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Solve G_i x_i = h_i for a stack. G: (t, m, m) symmetric PSD, h: (t, m) -> (t, m).
 
-    Falls back to the pseudo-inverse for the stack when some G_i is singular (a user
-    whose design is rank deficient), so one degenerate user cannot stop the fit.
+    A user whose G_i is singular (a rank-deficient design) gets the minimum-norm
+    (pseudo-inverse) solution; every other user keeps its exact solve, so one degenerate
+    user changes no one else's result, not even by rounding.
     """
     try:
         return np.linalg.solve(G, h[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        return (np.linalg.pinv(G, hermitian=True) @ h[..., None])[..., 0]
+        pass
+    eigenvalues = np.linalg.eigvalsh(G)  # (t, m), ascending
+    singular = ~(eigenvalues[:, 0] > 1e-14 * eigenvalues[:, -1])
+    x = np.empty_like(h)
+    x[singular] = (np.linalg.pinv(G[singular], hermitian=True) @ h[singular, :, None])[..., 0]
+    try:  # each regular user's solve is its own LAPACK call: the same bits as alone
+        x[~singular] = np.linalg.solve(G[~singular], h[~singular, :, None])[..., 0]
+    except np.linalg.LinAlgError:  # an exact zero pivot that the eigenvalues missed
+        for i in np.flatnonzero(~singular):
+            try:
+                x[i] = np.linalg.solve(G[i], h[i])
+            except np.linalg.LinAlgError:
+                x[i] = np.linalg.pinv(G[i], hermitian=True) @ h[i]
+    return x
 
 
 def gather_columns(X: np.ndarray, S: np.ndarray) -> np.ndarray:

@@ -1,31 +1,88 @@
 """DP-AMHT-LRS: AMHT-LRS with user-level differential privacy in the billboard model.
 
-What touches private data, and where:
+Guarantee: (epsilon, delta) differential privacy of everything released, under the
+neighbouring relation "add or remove one user (all of that user's samples)".
 
-- ``_user_*`` functions are what a user computes from the public U and its own data:
-  its moment matrix, its local fit (w_i, b_i) and its gradient contribution. Nothing a
-  user computes leaves it except through :func:`lowrank_sparse.privacy.gaussian_sum`.
-- ``_server_*`` functions see only clipped, noised sums and public quantities (d, r, n,
-  the clip bounds, the noise multiplier).
-- What is released (the billboard): the initial subspace U0 and every iterate of U.
-  Each user's w_i and b_i are computed by that user from the public U and are never
-  released; the final personalization is such a local computation.
+What is released (the billboard), to everyone: the initial subspace U0 and every iterate
+of U, each computed by the server from noisy sums only. Each user's w_i and b_i --
+including the final ``W``, ``B`` of the result -- are computed by that user from the
+released U and its own data, and are shown to that user only (joint DP: user i's output
+may depend on its own data).
+
+**The per-user invariant.** Every user's contribution to a release is a function of that
+user's own data and of released quantities only. No statistic over users (median, mean,
+count, maximum) steers a user's computation, the server's update, a step size or a
+stopping rule unless it was itself released through the accountant. Clipping bounds a
+user's own contribution; only this invariant makes the clip bound the sensitivity of the
+sum (one added user cannot change the others' contributions). It holds by construction:
+
+- ``_user_*`` functions are what a user computes from the public U and its own data: its
+  moment matrix, its gradient and Gram contributions; the local step
+  (:func:`lowrank_sparse.alternating.alternate` with ``cross_user_restarts=False``)
+  restarts every user and each keeps its best start by its own residual;
+- ``_server_*`` functions see only noisy sums and public quantities (d, r, n, the clip
+  bounds, the noise multiplier);
+- every sum over users is made by :class:`lowrank_sparse.privacy.GaussianSumMechanism`,
+  which clips, noises and enters the release into the ledger in one step.
+
+:func:`lowrank_sparse.privacy.sensitivity_audit` checks the invariant on any pair of
+neighbouring datasets: it replays a fit on both with the same released history and
+measures how far each pre-noise sum moved.
+
+**What is not private.** The result's ``extra["not_private"]``
+(:class:`NotPrivateDiagnostics`: the exact mean training loss, how many users each
+release clipped, wall times) is computed from every user's data without noise, for
+debugging and evaluation only; it must not be released. Evaluation metrics computed
+against a ground truth are not private either.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._linalg import default_chunk_size, user_chunks, users_per_block
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
-from .amht import RESTART_ALL_ABOVE_CHANGE, FitResult, History, top_eigenvectors
-from .local import check_backend, local_step, single_threaded_blas
-from .metrics import principal_sine
-from .privacy import (NEIGHBOURING_RELATION, PrivacyReport, Release, calibrate_noise_multiplier,
-                      epsilon_spent, gaussian_sum)
+from .alternating import FitResult, alternate
+from .amht import top_eigenvectors
+from .local import check_backend
+from .privacy import (NEIGHBOURING_RELATION, GaussianSumMechanism, PrivacyReport,
+                      calibrate_noise_multiplier, check_delta, epsilon_spent)
+
+#: noise_dominated when, in the last iteration, the predicted rotation of U by the
+#: gradient noise alone (released quantities only) is above this sine ...
+NOISE_SINE_DOMINATED = 0.5
+
+
+@dataclass(frozen=True)
+class PrivateHistory:
+    """Per outer iteration, from released quantities only (so it is private too):
+    ``subspace_change``, the sine of the largest angle between consecutive released U;
+    ``gram_min_eigenvalue``, the smallest eigenvalue of the released (noisy) Gram sum
+    sum_i w_i w_i^T, and ``gram_floor``, its noise level, below which the step is
+    damped; ``noise_sine``, the predicted sine by which the release noise alone rotates
+    U in the step, s C_grad (sqrt(d) + sqrt(r)) / (n max(gram_min_eigenvalue,
+    gram_floor))."""
+
+    subspace_change: np.ndarray
+    gram_min_eigenvalue: np.ndarray
+    gram_floor: float
+    noise_sine: np.ndarray
+
+
+@dataclass(frozen=True)
+class NotPrivateDiagnostics:
+    """NOT differentially private: exact statistics of every user's data, computed
+    without noise while fitting. For debugging and evaluation only; never release them.
+    Per outer iteration: ``train_loss`` (mean squared residual over users) and
+    ``seconds`` (wall time so far, which depends on the data); per release:
+    ``n_clipped`` (users whose contribution the clip changed)."""
+
+    train_loss: np.ndarray
+    seconds: np.ndarray
+    n_clipped: np.ndarray
 
 
 def default_clip_bounds(d, n, y_scale) -> dict:
@@ -77,25 +134,24 @@ def _server_init(noisy_moment, d, rank):
     return top_eigenvectors((M + M.T) / 2, rank)
 
 
-def _server_update(U, noisy_grad, noisy_gram, n, floor):
+def _server_step(U, noisy_grad, noisy_gram, n, floor):
     """One preconditioned gradient step on sum_i ||y_i - X_i (U w_i + b_i)||^2 / 2:
     U + G K^{-1}, with K = n sum_i w_i w_i^T (E[X_i^T X_i] = n I) and its eigenvalues
-    floored at the noise level so that noise cannot blow the step up."""
+    floored at the noise level so that noise cannot blow the step up. Returns the new
+    U (before orthonormalization) and the smallest eigenvalue of the noisy Gram sum."""
     d, r = U.shape
     G = noisy_grad.reshape(d, r)
     K = noisy_gram.reshape(r, r)
     vals, vecs = np.linalg.eigh((K + K.T) / 2)
     K_inv = (vecs / (n * np.maximum(vals, floor))) @ vecs.T
-    U_new = U + G @ K_inv
-    Q, R = np.linalg.qr(U_new)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
+    return U + G @ K_inv, float(vals[0])
 
 
 # ---------------------------------------------------------------- the algorithm
 
 def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
-                clip_init=None, clip_grad=None, clip_gram=None, chunk_size=None,
-                backend="numba", rng=None) -> FitResult:
+                clip_init=None, clip_grad=None, clip_gram=None, n_starts=1, htp_iter=20,
+                chunk_size=None, backend="numba", rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i with (epsilon, delta) user-level DP for the released Us.
 
     Parameters
@@ -105,7 +161,9 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
         r and k as in :func:`lowrank_sparse.amht.amht_lrs`; k = 0 is private low-rank-only
         alternating minimization (Jain et al. 2021) through the same code path.
     epsilon : float > 0 (inf: no noise);  delta : float in (0, 1)
-        Target budget for the whole fit, under add/remove-one-user.
+        Target budget for the whole fit, under add/remove-one-user. A warning if
+        delta >= 1 / t: a mechanism that publishes one random user's data outright meets
+        such a delta; use delta << 1 / t.
     n_iter : int, default 10
         Outer iterations; each makes two releases, the initialization one more.
     y_scale : float, default 2.0
@@ -113,6 +171,8 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
         (:func:`default_clip_bounds`).
     clip_init, clip_grad, clip_gram : float, optional
         L2 clip bounds of the per-user contributions (override the defaults).
+    n_starts, htp_iter : int, default 1 and 20
+        The users' local steps, as in :func:`lowrank_sparse.amht.amht_lrs`.
     chunk_size : int, optional;  backend : "numba" or "numpy", default "numba"
         As in :func:`lowrank_sparse.amht.amht_lrs` (the users' local steps).
     rng : None, int or Generator
@@ -120,14 +180,17 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
 
     Returns
     -------
-    FitResult whose ``extra["privacy"]`` is a :class:`PrivacyReport`.
+    FitResult with ``history`` a :class:`PrivateHistory`, ``extra["privacy"]`` a
+    :class:`lowrank_sparse.privacy.PrivacyReport` and ``extra["not_private"]`` the
+    :class:`NotPrivateDiagnostics` (not private: do not release).
 
     Notes
     -----
     Releases: (1) M = sum_i clip((1/n) sum_j y_ij^2 x_ij x_ij^T) + noise, U0 = its top-r
     eigenvectors; then per iteration, after every user's local step with the public U:
     (2) G = sum_i clip(X_i^T res_i w_i^T) + noise and (3) K = sum_i clip(w_i w_i^T) +
-    noise; the server sets U <- qr(U + G (n K)^{-1}).
+    noise; the server sets U <- qr(U + G (n K)^{-1}). The noise multiplier is calibrated
+    so that the 1 + 2 n_iter releases together spend (epsilon, delta).
 
     **Why noisy gradients and not noisy sufficient statistics.** The exact U step needs
     sum_i w_i w_i^T (x) X_i^T X_i, a (d r) x (d r) matrix whose per-user Frobenius norm
@@ -139,80 +202,144 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     noise of ~s C (sqrt(d) + sqrt(r)) / (t n) ~ 3e-4 s C in U. Because E[X_i^T X_i] =
     n I, preconditioning by n sum w w^T makes one step contract the error of U by about
     sqrt(d r / (t n)), so a few iterations suffice and each release gets more budget.
+
+    **Noise-dominated fits.** ``PrivacyReport.noise_dominated`` (with a RuntimeWarning)
+    says the released U is mostly noise, judged from released quantities only (see
+    :func:`_noise_dominated`).
     """
     X, y = check_xy(X, y)
+    settings = _settings(X, rank, sparsity, epsilon, delta, n_iter=n_iter, y_scale=y_scale,
+                         clip_init=clip_init, clip_grad=clip_grad, clip_gram=clip_gram,
+                         n_starts=n_starts, htp_iter=htp_iter, chunk_size=chunk_size,
+                         backend=backend)
+    t, d = X.shape[0], X.shape[2]
+    if settings.delta >= 1.0 / t:
+        warnings.warn(
+            f"delta = {settings.delta:.3g} >= 1/t = {1.0 / t:.3g}: a mechanism that publishes "
+            "one random user's data outright meets this delta; use delta << 1/t",
+            RuntimeWarning, stacklevel=2)
+    s = settings.noise_multiplier
+    mechanism = GaussianSumMechanism(s, rng=np.random.default_rng(rng))
+    run, history = _private_fit(X, y, settings, mechanism)
+
+    noise_dominated, reason = _noise_dominated(history, s)
+    notes = []
+    if noise_dominated:
+        notes.append(f"the privacy noise dominates the released subspace ({reason}); the "
+                     "fit is mostly noise: use a larger epsilon, more users, or smaller "
+                     "clip bounds")
+        warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
+    report = PrivacyReport(
+        epsilon_target=settings.epsilon,
+        epsilon_spent=epsilon_spent([r.noise_multiplier for r in mechanism.releases],
+                                    settings.delta),
+        delta=settings.delta, noise_multiplier=s, clip=dict(settings.clip),
+        neighbouring_relation=NEIGHBOURING_RELATION, releases=tuple(mechanism.releases),
+        noise_dominated=noise_dominated, warnings=tuple(notes))
+    not_private = NotPrivateDiagnostics(train_loss=run.train_loss, seconds=run.seconds,
+                                        n_clipped=np.array(mechanism.n_clipped))
+    return FitResult(U=run.U, W=run.final.W, B=run.final.sparse(d), history=history,
+                     n_iter=len(run.changes), converged=False,
+                     extra={"privacy": report, "not_private": not_private})
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The validated options of a private fit; public (no user data)."""
+
+    rank: int
+    sparsity: int
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    clip: dict
+    n_iter: int
+    n_starts: int
+    htp_iter: int
+    chunk_size: int | None
+    backend: str
+
+
+def _settings(X, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0, clip_init=None,
+              clip_grad=None, clip_gram=None, n_starts=1, htp_iter=20, chunk_size=None,
+              backend="numba") -> _Settings:
+    """Check the options of :func:`dp_amht_lrs` (same keywords) against the data's
+    shape and calibrate the noise multiplier for its 1 + 2 n_iter releases."""
     t, n, d = X.shape
     rank, sparsity = check_rank_sparsity(rank, sparsity, d, n)
     epsilon = check_positive("epsilon", epsilon, allow_inf=True)
-    if not (isinstance(delta, (int, float, np.floating)) and 0 < delta < 1):
-        raise ValueError(f"delta must be in (0, 1); got {delta!r}")
+    delta = check_delta(delta)
     n_iter = check_int("n_iter", n_iter, low=1)
-    backend = check_backend(backend)
     y_scale = check_positive("y_scale", y_scale)
     clip = default_clip_bounds(d, n, y_scale)
     for key, value in (("init", clip_init), ("grad", clip_grad), ("gram", clip_gram)):
         if value is not None:
             clip[key] = check_positive(f"clip_{key}", value)
-    chunk_size = chunk_size or default_chunk_size(n, d)
-    noise_rng = np.random.default_rng(rng)
+    return _Settings(
+        rank=rank, sparsity=sparsity, epsilon=epsilon, delta=delta,
+        noise_multiplier=calibrate_noise_multiplier(epsilon, delta, 1 + 2 * n_iter),
+        clip=clip, n_iter=n_iter, n_starts=check_int("n_starts", n_starts, low=1),
+        htp_iter=check_int("htp_iter", htp_iter, low=1),
+        chunk_size=None if chunk_size is None else check_int("chunk_size", chunk_size, low=1),
+        backend=check_backend(backend))
 
-    n_releases = 1 + 2 * n_iter
-    s = calibrate_noise_multiplier(epsilon, float(delta), n_releases)
-    releases = []
 
-    def release(name, user_fn, bound, floats_per_user):
+def _private_fit(X, y, settings: _Settings, mechanism: GaussianSumMechanism):
+    """The private fit with every sum over users made by ``mechanism`` (in audits a
+    recording or a replaying one). Returns the :class:`lowrank_sparse.alternating.Run`
+    and the :class:`PrivateHistory`."""
+    t, n, d = X.shape
+    rank, clip = settings.rank, settings.clip
+    chunk_size = settings.chunk_size or default_chunk_size(n, d)
+
+    def release(name, iteration, user_fn, bound, floats_per_user):
         # Blocks sized by the per-user rows (d^2 for the moments), so the clipping
         # temporaries stay ~256 MB each (a d^2 row per user of a whole chunk of X was
         # 1.3 GB per copy at d=100 and took the t=1e6 fit to 22 GiB).
         blocks = user_chunks(t, users_per_block(floats_per_user, chunk_size))
-        total, n_clipped = gaussian_sum((user_fn(sl) for sl in blocks), bound, s, noise_rng)
-        releases.append(Release(name, bound, s, n_clipped))
-        return total
+        return mechanism.release(name, iteration, (user_fn(sl) for sl in blocks), bound)
 
-    U = _server_init(release("init", lambda sl: _user_moments(X[sl], y[sl]), clip["init"],
-                             d * d), d, rank)
-    changes, losses, seconds, signal_ratio = [], [], [], []
-    start = time.perf_counter()
-    support = spare = None
+    s = mechanism.noise_multiplier
+    U0 = _server_init(release("init", 0, lambda sl: _user_moments(X[sl], y[sl]),
+                              clip["init"], d * d), d, rank)
     gram_floor = max(s * clip["gram"] * 2 * np.sqrt(rank), 1e-12)
-    with single_threaded_blas(backend == "numba"):
-        for it in range(n_iter):
-            settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
-            fit = local_step(X, y, U, sparsity, support_init=support,
-                             restart_above=2.0 if settled else None, chunk_size=chunk_size,
-                             backend=backend, out=spare)
-            support = fit.support
-            grad = release(f"gradient {it}",
-                           lambda sl: _user_gradients(fit.users(sl)),
-                           clip["grad"], d * rank)
-            gram = release(f"gram {it}", lambda sl: _user_grams(fit.users(sl)), clip["gram"],
-                           rank * rank)
-            noise_norm = s * clip["grad"] * np.sqrt(grad.size)
-            signal_ratio.append(noise_norm / max(np.linalg.norm(grad), 1e-300))
-            U_new = _server_update(U, grad, gram, n, gram_floor)
-            changes.append(principal_sine(U, U_new))
-            losses.append(float(fit.residual.sum() / (t * n)))
-            seconds.append(time.perf_counter() - start)
-            U = U_new
-            spare, fit = fit, None  # the next local step writes into its arrays
-        final = local_step(X, y, U, sparsity, support_init=support, chunk_size=chunk_size,
-                           backend=backend, out=spare)
+    grad_noise = s * clip["grad"] * (np.sqrt(d) + np.sqrt(rank))  # ~ ||noise of G||_2
 
-    spent = epsilon_spent([r.noise_multiplier for r in releases], float(delta))
-    noise_dominated = bool(np.median(signal_ratio) > 1.0) if s > 0 else False
-    notes = []
-    if noise_dominated:
-        notes.append(f"the privacy noise dominates the released gradients (median noise/sum "
-                     f"norm ratio {np.median(signal_ratio):.1f}); the fit is mostly noise: "
-                     "use a larger epsilon, more users, or smaller clip bounds")
-        warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
-    report = PrivacyReport(
-        epsilon_target=epsilon, epsilon_spent=spent, delta=float(delta), noise_multiplier=s,
-        clip=dict(clip), neighbouring_relation=NEIGHBOURING_RELATION,
-        releases=tuple(releases), noise_dominated=noise_dominated, warnings=tuple(notes))
-    history = History(subspace_change=np.array(changes), train_loss=np.array(losses),
-                      n_downweighted=np.array([r.n_clipped for r in releases[1::2]]),
-                      cg_iterations=np.zeros(len(changes), dtype=int),
-                      seconds=np.array(seconds))
-    return FitResult(U=U, W=final.W, B=final.sparse(d), history=history, n_iter=n_iter,
-                     converged=False, extra={"privacy": report})
+    def noisy_gradient_step(U, Xb, fit, changes):
+        it = len(changes) + 1
+        grad = release("gradient", it, lambda sl: _user_gradients(fit.users(sl)),
+                       clip["grad"], d * rank)
+        gram = release("gram", it, lambda sl: _user_grams(fit.users(sl)), clip["gram"],
+                       rank * rank)
+        U_new, gram_min = _server_step(U, grad, gram, n, gram_floor)
+        noise_sine = grad_noise / (n * max(gram_min, gram_floor))
+        return U_new, {"gram_min_eigenvalue": gram_min, "noise_sine": noise_sine}
+
+    # Fixed iterations (the budget was calibrated for them); per-user restarts only.
+    run = alternate(X, y, U0, settings.sparsity, noisy_gradient_step,
+                    n_iter=settings.n_iter, tol=None, cross_user_restarts=False,
+                    n_starts=settings.n_starts, htp_iter=settings.htp_iter,
+                    chunk_size=chunk_size, backend=settings.backend,
+                    blas_single_threaded=settings.backend == "numba")
+    history = PrivateHistory(
+        subspace_change=run.changes,
+        gram_min_eigenvalue=np.array([step["gram_min_eigenvalue"] for step in run.steps]),
+        gram_floor=float(gram_floor),
+        noise_sine=np.array([step["noise_sine"] for step in run.steps]))
+    return run, history
+
+
+def _noise_dominated(history: PrivateHistory, noise_multiplier) -> tuple[bool, str]:
+    """Whether the released U is mostly noise, from released quantities only: in the last
+    step the noisy Gram sum is below its own noise level (the users' coordinates are
+    not resolved, so U barely moves from a noisy start), or the gradient noise alone
+    rotates U by a sine above :data:`NOISE_SINE_DOMINATED`. Returns (verdict, reason)."""
+    if noise_multiplier == 0:
+        return False, ""
+    gram_min, sine = history.gram_min_eigenvalue[-1], history.noise_sine[-1]
+    if gram_min <= history.gram_floor:
+        return True, (f"the released Gram sum's smallest eigenvalue {gram_min:.3g} is below "
+                      f"its noise level {history.gram_floor:.3g}")
+    if sine > NOISE_SINE_DOMINATED:
+        return True, f"the release noise alone rotates U by a sine of ~{sine:.2f} per step"
+    return False, ""

@@ -66,6 +66,11 @@ METRICS = ("subspace_distance", "subspace_distance_fro", "relative_error", "medi
 #: Wall-time columns: they differ between runs; everything else is bit-reproducible.
 TIMING_COLUMNS = ("seconds", "iteration_seconds", "one_pass_seconds")
 
+#: Columns computed against the ground truth or held-out data, and timings: evaluation
+#: only, NOT private outputs of a private fit (which releases U and its privacy report;
+#: ``epsilon_spent`` and ``noise_multiplier`` describe the mechanism).
+EVALUATION_ONLY = tuple(m for m in METRICS if m not in ("epsilon_spent", "noise_multiplier"))
+
 
 def register(method: Method) -> None:
     """Add a method (e.g. a baseline) to the registry the pipeline draws from."""
@@ -136,8 +141,10 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
         "mean_test_mse": float(np.mean(mse)),
         "seconds": seconds,
         # Same measurements as benchmarks/bench_scale.py (lowrank_sparse.timing).
+        # (Private fits keep their wall times apart from the private history.)
         "iteration_seconds": (timing.iteration_seconds(model.history_)
-                              if getattr(model, "history_", None) is not None else float("nan")),
+                              if hasattr(getattr(model, "history_", None), "seconds")
+                              else float("nan")),
         "one_pass_seconds": timing.one_pass_seconds(data.X, model.theta_),
         "iterations": int(getattr(model, "n_iter_", 0) or 0),
     }

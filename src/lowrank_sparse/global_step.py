@@ -67,7 +67,8 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
     chunk_size: users per block of the numpy backend.
     backend: "numba" (one compiled read of X per operator application) or "numpy" (the
     batched reference, two passes).
-    Returns (U, iterations).
+    Returns (U, iterations, converged): converged is False if CG stopped at ``max_iter``
+    or broke down (p^T A p <= 0, a singular normal operator) above the tolerance.
     """
     if (rhs is None) == (residual0 is None):
         raise ValueError("solve_cg needs exactly one of rhs and residual0")
@@ -93,7 +94,7 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
         Ap = apply(p)
         pAp = np.vdot(p, Ap)
         if pAp <= 0:
-            break
+            return U, it, False
         alpha = rz / pAp
         U += alpha * p
         res -= alpha * Ap
@@ -102,7 +103,7 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
         p = z + (rz_new / rz) * p
         rz = rz_new
         it += 1
-    return U, it
+    return U, it, bool(np.linalg.norm(z) <= threshold)
 
 
 def solve_direct(X, Z, W, omega, *, chunk_size=None):

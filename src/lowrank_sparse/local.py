@@ -54,6 +54,19 @@ class LocalFit:
         return LocalFit(**{f.name: getattr(self, f.name)[index] for f in fields(self)
                            if f.name != "_buffers"})
 
+    def rescaled(self, x_scale: float, y_scale: float) -> "LocalFit":
+        """The fit of (X x_scale, y y_scale) given this fit of (X, y): coefficients times
+        y_scale / x_scale, residuals times y_scale (squared: y_scale^2), correlations
+        X^T e times x_scale y_scale."""
+        if x_scale == 1.0 and y_scale == 1.0:
+            return self
+        unit = y_scale / x_scale
+        return LocalFit(W=self.W * unit, support=self.support, values=self.values * unit,
+                        residual=self.residual * y_scale ** 2,
+                        residual_vectors=self.residual_vectors * y_scale,
+                        lowrank_predictions=self.lowrank_predictions * y_scale,
+                        residual_correlations=self.residual_correlations * (x_scale * y_scale))
+
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
         B = np.zeros((self.W.shape[0], d))
