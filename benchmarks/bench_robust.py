@@ -33,21 +33,30 @@ import numpy as np
 import lowrank_sparse as ls
 from lowrank_sparse import metrics
 
-RULES = {"default": None, "adaptive": ls.Adaptive(), "huber": ls.Huber(),
-         "trimmed": ls.Trimmed()}  # None: amht_lrs's own default
+RULES = ("default", "adaptive", "huber", "trimmed")  # default: amht_lrs's own
+
+
+def rule(name):
+    """The U-step rule called ``name``; None for amht_lrs's own default (looked up
+    lazily, so ``--regression`` also runs against a package without some rules)."""
+    return None if name == "default" else getattr(ls, name.capitalize())()
+
+
+def fit_kwargs(name):
+    return {} if name == "default" else {"robust": rule(name)}
 FULL_D = (25, 50, 100, 200, 400)
 FULL_N = (8, 9, 10, 11, 12, 13, 14, 16, 24)  # and n = 7 at d = 25, below its threshold
 
 
-def fit_cell(d, n, seed, r, k, samples_per_unknown, robust):
-    """One problem, one dataset; AMHT-LRS and KnownSubspace fitted on it."""
-    t = math.ceil(samples_per_unknown * d * r / n)
-    rng = np.random.default_rng([d, n, seed])
+def fit_cell(d, n, seed, r, k, samples_per_unknown, robust, t=None):
+    """One problem, one dataset; AMHT-LRS and KnownSubspace fitted on it. t users
+    (default: t n = samples_per_unknown d r)."""
+    rng = np.random.default_rng([d, n, seed] if t is None else [d, n, t, seed])
+    t = t or math.ceil(samples_per_unknown * d * r / n)
     problem = ls.make_problem(d, t, r, k, rng=rng)
     data = ls.sample_data(problem, n, n_test=0, rng=rng)
-    kwargs = {} if RULES[robust] is None else {"robust": RULES[robust]}
     start = time.perf_counter()
-    fit = ls.amht_lrs(data.X, data.y, r, k, **kwargs)
+    fit = ls.amht_lrs(data.X, data.y, r, k, **fit_kwargs(robust))
     seconds = time.perf_counter() - start
     known = ls.local_step(data.X, data.y, problem.U, k)
     restart_all = ls.local_step(data.X, data.y, fit.U, k,
@@ -70,26 +79,79 @@ def measure_cost(t, repeat):
     problem = ls.make_problem(d, t, r, k, rng=0)
     data = ls.sample_data(problem, n, n_test=0, rng=1)
     init = near(problem.U, 0.01, np.random.default_rng(2))
-    rules = {name: rule for name, rule in RULES.items() if rule is not None}
-    per_iter = {name: [] for name in rules}
+    names = [name for name in RULES if name != "default"]
+    per_iter = {name: [] for name in names}
     for rep in range(repeat):
-        names = list(rules)[rep % len(rules):] + list(rules)[:rep % len(rules)]
-        for name in names:
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
             fit = ls.amht_lrs(data.X, data.y, r, k, n_iter=8, tol=0.0, init=init,
-                              robust=rules[name])
+                              robust=rule(name))
             per_iter[name].append(timing.iteration_seconds(fit.history))
     residual = ls.local_step(data.X, data.y, fit.U, k, support_init=_support(fit.B, k)).residual
     lines = [f"t={t}, d={d}, n={n}, r=k={r}: {repeat} fits of 8 iterations per rule", "",
              "| rule | s / iteration (median) | weights() ms (median of 21) |",
              "|---|---:|---:|"]
-    for name, rule in rules.items():
+    for name in names:
         calls = []
         for _ in range(21):
             start = time.perf_counter()
-            rule.weights(residual, n - r - k, k / d)
+            rule(name).weights(residual, n - r - k, k / d)
             calls.append(time.perf_counter() - start)
         lines.append(f"| {name} | {np.median(per_iter[name]):.3f} | "
                      f"{1e3 * np.median(calls):.2f} |")
+    return "\n".join(lines)
+
+
+def headline(ts, seeds, robust):
+    """Rows of fit_cell at d=50, n=8, r=k=2 (KnownSubspace fits ~37% of users) for each
+    t in ``ts``: where most users are mis-fitted whatever the number of users."""
+    return [fit_cell(50, 8, seed, 2, 2, None, robust, t=t) for t in ts for seed in range(seeds)]
+
+
+def regression(label, robust, seeds, repeat):
+    """Rows above the threshold (d=50, n=32, r=k=2): accuracy at t=400, noiseless and with
+    noise 0.1 (median over users of the test MSE, 100 test samples each), ``seeds`` seeds;
+    fit time at t=20000, noiseless, ``repeat`` fits. ``label`` names the code measured
+    (e.g. run once with PYTHONPATH pointing at main's package)."""
+    import warnings
+
+    rows = []
+    settings = [("accuracy", 400, noise, seed) for noise in (0.0, 0.1) for seed in range(seeds)]
+    settings += [("time", 20_000, 0.0, rep) for rep in range(repeat)]
+    for kind, t, noise, seed in settings:
+        d, n, r, k = 50, 32, 2, 2
+        rng = np.random.default_rng([d, n, t, seed if kind == "accuracy" else 0])
+        problem = ls.make_problem(d, t, r, k, rng=rng)
+        data = ls.sample_data(problem, n, noise=noise, n_test=100 if kind == "accuracy" else 0,
+                              rng=rng)
+        start = time.perf_counter()
+        with warnings.catch_warnings():  # noisy fits may stop at n_iter: recorded below
+            warnings.simplefilter("ignore")
+            fit = ls.amht_lrs(data.X, data.y, r, k, **fit_kwargs(robust))
+        seconds = time.perf_counter() - start
+        mse = (float(np.median(metrics.per_user_test_mse(fit.theta, data.X_test, data.y_test)))
+               if kind == "accuracy" else float("nan"))
+        rows.append({"code": label, "robust": robust, "kind": kind, "t": t, "noise": noise,
+                     "seed": seed, "distance": metrics.subspace_distance(problem.U, fit.U),
+                     "success": metrics.success_rate(problem.theta, fit.theta),
+                     "median_test_mse": mse, "iterations": fit.n_iter, "seconds": seconds})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def summarize_regression(table):
+    """Markdown: per code, exact noiseless fits, median test MSE (median over seeds) with
+    noise 0.1, and the median fit time at t=20000."""
+    lines = ["| code | rule | noiseless t=400: distance <= 1e-8 | noise 0.1 t=400: "
+             "median test MSE (median of seeds) | t=20000: fit s (median) | iterations |",
+             "|---|---|---:|---:|---:|---:|"]
+    for (code, robust), part in table.groupby(["code", "robust"], sort=False):
+        acc = part[part["kind"] == "accuracy"]
+        exact = acc[acc["noise"] == 0]
+        noisy = acc[acc["noise"] > 0]
+        timed = part[part["kind"] == "time"]
+        lines.append(f"| {code} | {robust} | {(exact['distance'] <= 1e-8).sum()}/{len(exact)} | "
+                     f"{noisy['median_test_mse'].median():.5f} | "
+                     f"{timed['seconds'].median():.2f} | {int(timed['iterations'].median())} |")
     return "\n".join(lines)
 
 
@@ -122,6 +184,20 @@ def summarize(table):
     return "\n".join(lines)
 
 
+def _replace_rows(path, new, keys):
+    """The table at ``path`` with its rows matching ``new`` on ``keys`` replaced by
+    ``new`` (so runs of other rules or codes accumulate); written back to ``path``."""
+    import pandas as pd
+
+    table = new
+    if path.exists():
+        old = pd.read_csv(path)
+        stale = old[keys].apply(tuple, axis=1).isin(set(new[keys].apply(tuple, axis=1)))
+        table = pd.concat([old[~stale], new], ignore_index=True)
+    table.to_csv(path, index=False)
+    return table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true",
@@ -131,17 +207,41 @@ def main():
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--samples-per-unknown", type=float, default=60.0,
                         help="t n / (d r)")
-    parser.add_argument("--robust", choices=sorted(RULES), default="default")
+    parser.add_argument("--robust", choices=RULES, default="default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--cost", action="store_true",
                         help="time each rule per iteration at d=100, n=20, r=k=5 instead")
     parser.add_argument("--t", type=int, default=100_000, help="users for --cost")
-    parser.add_argument("--repeat", type=int, default=3, help="fits per rule for --cost")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="fits per rule for --cost, timed fits for --regression")
+    parser.add_argument("--headline", type=int, nargs="*", metavar="T",
+                        help="d=50, n=8 with these t instead (default 4000 16000)")
+    parser.add_argument("--regression", action="store_true",
+                        help="accuracy and fit time above the threshold instead")
+    parser.add_argument("--label", default="branch",
+                        help="names the code measured by --regression (rows of another "
+                             "label in robust_regression.csv are kept)")
     args = parser.parse_args()
     if args.cost:
         print(measure_cost(args.t, args.repeat))
         return
     import pandas as pd
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.regression:
+        new = pd.DataFrame(regression(args.label, args.robust, args.seeds, args.repeat))
+        table = _replace_rows(args.out / "robust_regression.csv", new, ["code", "robust"])
+        text = summarize_regression(table)
+        (args.out / "robust_regression.md").write_text(text + "\n")
+        print(text)
+        return
+    if args.headline is not None:
+        new = pd.DataFrame(headline(args.headline or [4000, 16000], args.seeds, args.robust))
+        table = _replace_rows(args.out / "robust_headline.csv", new, ["robust", "t"])
+        text = table.to_markdown(index=False, floatfmt=".3g")
+        (args.out / "robust_headline.md").write_text(text + "\n")
+        print(text)
+        return
 
     if args.full:
         cells = [(d, n) for d in FULL_D for n in ((7,) if d == 25 else ()) + FULL_N]
@@ -149,7 +249,6 @@ def main():
     else:
         cells, seeds = [(d, n) for d in args.d for n in args.n], args.seeds
     rows = []
-    args.out.mkdir(parents=True, exist_ok=True)
     for d, n in cells:
         for seed in range(seeds):
             rows.append(fit_cell(d, n, seed, 2, 2, args.samples_per_unknown, args.robust))
