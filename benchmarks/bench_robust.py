@@ -5,6 +5,9 @@ t n = 60 d r users' samples, against KnownSubspace (the local step with the true
     python benchmarks/bench_robust.py --full          # d = 25 ... 400; 5 seeds (hours)
     python benchmarks/bench_robust.py --robust huber  # another U-step rule
     python benchmarks/bench_robust.py --cost          # time per iteration of each rule
+    python benchmarks/bench_robust.py --headline 4000 16000 --seeds 3   # d=50, n=8
+    python benchmarks/bench_robust.py --regression --seeds 5 --repeat 5 # above the threshold
+    python benchmarks/bench_robust.py --warmup-cost --repeat 5          # cost of the warm-up
 
 Noiseless, r = k = 2, t = ceil(60 d r / n). For every (d, n, seed) one problem and one
 dataset; AMHT-LRS with its defaults (or ``--robust``) and KnownSubspace (``local_step``
@@ -110,7 +113,8 @@ def headline(ts, seeds, robust):
 def regression(label, robust, seeds, repeat):
     """Rows above the threshold (d=50, n=32, r=k=2): accuracy at t=400, noiseless and with
     noise 0.1 (median over users of the test MSE, 100 test samples each), ``seeds`` seeds;
-    fit time at t=20000, noiseless, ``repeat`` fits. ``label`` names the code measured
+    fit time at t=20000, noiseless, ``repeat`` fits: wall and CPU seconds (the latter
+    less sensitive to other load; run with NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1). ``label`` names the code measured
     (e.g. run once with PYTHONPATH pointing at main's package)."""
     import warnings
 
@@ -123,27 +127,64 @@ def regression(label, robust, seeds, repeat):
         problem = ls.make_problem(d, t, r, k, rng=rng)
         data = ls.sample_data(problem, n, noise=noise, n_test=100 if kind == "accuracy" else 0,
                               rng=rng)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():  # noisy fits may stop at n_iter: recorded below
             warnings.simplefilter("ignore")
             fit = ls.amht_lrs(data.X, data.y, r, k, **fit_kwargs(robust))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         mse = (float(np.median(metrics.per_user_test_mse(fit.theta, data.X_test, data.y_test)))
                if kind == "accuracy" else float("nan"))
         rows.append({"code": label, "robust": robust, "kind": kind, "t": t, "noise": noise,
                      "seed": seed, "distance": metrics.subspace_distance(problem.U, fit.U),
                      "success": metrics.success_rate(problem.theta, fit.theta),
-                     "median_test_mse": mse, "iterations": fit.n_iter, "seconds": seconds})
+                     "median_test_mse": mse, "iterations": fit.n_iter, "seconds": seconds,
+                     "cpu_seconds": cpu_seconds})
         print(rows[-1], flush=True)
     return rows
+
+
+def warmup_cost(repeat):
+    """Markdown: median CPU seconds of a fit at d=50, n=32, t=20000, r=k=2 (noiseless)
+    for Adaptive and Huber, with and without the low-rank warm-up, interleaved in one
+    process (``repeat`` rounds) so that other load affects all alike."""
+    import warnings
+    from lowrank_sparse import amht
+
+    d, n, t = 50, 32, 20_000
+    rng = np.random.default_rng([d, n, t, 0])
+    problem = ls.make_problem(d, t, 2, 2, rng=rng)
+    data = ls.sample_data(problem, n, n_test=0, rng=rng)
+    variants = [(name, warm) for name in ("adaptive", "huber")
+                for warm in (amht.LOWRANK_WARMUP_ITERATIONS, 0)]
+    cpu = {variant: [] for variant in variants}
+    iterations = {}
+    default_warmup = amht.LOWRANK_WARMUP_ITERATIONS
+    try:
+        for _ in range(repeat):
+            for name, warm in variants:
+                amht.LOWRANK_WARMUP_ITERATIONS = warm
+                start = time.process_time()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fit = ls.amht_lrs(data.X, data.y, 2, 2, robust=rule(name))
+                cpu[(name, warm)].append(time.process_time() - start)
+                iterations[(name, warm)] = fit.n_iter
+    finally:
+        amht.LOWRANK_WARMUP_ITERATIONS = default_warmup
+    lines = [f"d={d}, n={n}, t={t}, r=k=2, noiseless; {repeat} interleaved rounds", "",
+             "| rule | warm-up iterations | CPU s (median) | iterations |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {warm} | {np.median(cpu[(name, warm)]):.2f} | "
+              f"{iterations[(name, warm)]} |" for name, warm in variants]
+    return "\n".join(lines)
 
 
 def summarize_regression(table):
     """Markdown: per code, exact noiseless fits, median test MSE (median over seeds) with
     noise 0.1, and the median fit time at t=20000."""
     lines = ["| code | rule | noiseless t=400: distance <= 1e-8 | noise 0.1 t=400: "
-             "median test MSE (median of seeds) | t=20000: fit s (median) | iterations |",
-             "|---|---|---:|---:|---:|---:|"]
+             "median test MSE (median of seeds) | t=20000: fit s (median) | CPU s (median) | "
+             "iterations |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for (code, robust), part in table.groupby(["code", "robust"], sort=False):
         acc = part[part["kind"] == "accuracy"]
         exact = acc[acc["noise"] == 0]
@@ -151,7 +192,8 @@ def summarize_regression(table):
         timed = part[part["kind"] == "time"]
         lines.append(f"| {code} | {robust} | {(exact['distance'] <= 1e-8).sum()}/{len(exact)} | "
                      f"{noisy['median_test_mse'].median():.5f} | "
-                     f"{timed['seconds'].median():.2f} | {int(timed['iterations'].median())} |")
+                     f"{timed['seconds'].median():.2f} | {timed['cpu_seconds'].median():.2f} | "
+                     f"{int(timed['iterations'].median())} |")
     return "\n".join(lines)
 
 
@@ -221,7 +263,15 @@ def main():
     parser.add_argument("--label", default="branch",
                         help="names the code measured by --regression (rows of another "
                              "label in robust_regression.csv are kept)")
+    parser.add_argument("--warmup-cost", action="store_true",
+                        help="CPU time with and without the low-rank warm-up instead")
     args = parser.parse_args()
+    if args.warmup_cost:
+        text = warmup_cost(args.repeat)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "robust_warmup_cost.md").write_text(text + "\n")
+        print(text)
+        return
     if args.cost:
         print(measure_cost(args.t, args.repeat))
         return

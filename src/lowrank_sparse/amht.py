@@ -225,7 +225,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
             and LOWRANK_WARMUP_ITERATIONS):
         warmup = functools.partial(least_squares_step, rule=None, k=0)
         U = alternate(X, y, U, 0, warmup, n_iter=LOWRANK_WARMUP_ITERATIONS, tol=tol,
-                      **loop).U
+                      final_step=False, **loop).U
     run = alternate(X, y, U, sparsity, least_squares_step, n_iter=n_iter, tol=tol,
                     batches=batches, callback=callback, **loop)
     history = History(subspace_change=run.changes, train_loss=run.train_loss * y_scale ** 2,
