@@ -1,6 +1,9 @@
-"""The Snakemake pipeline on config/test.yaml: every output, sane values, no rework,
-bit-identical reruns, config validation, lint and report. Also executes the notebooks."""
+"""The Snakemake pipeline on config/test.yaml: every output, sane values, reruns of what
+an edit affects and nothing else, bit-identical reruns, intermediates rebuilt, damaged
+hand-offs named, configs checked before anything runs, lint and report. Also executes
+the notebooks. (Each value the config check rejects: tests/test_config.py.)"""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,24 +13,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lowrank_sparse.config import load_config_file
 from lowrank_sparse.experiment import TIMING_COLUMNS
+from lowrank_sparse.figures import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-FIGURES = ["phase_transition", "thresholds", "total_samples", "convergence", "privacy", "runtime"]
-TABLES = ["n50", "privacy", "methods"]
+OUTPUT_FILES = [f"{output.stem}.{ext}" for output in OUTPUTS.values()
+                for ext in output.extensions]
 
 pytestmark = pytest.mark.slow
 
 
-def checkout(tmp: Path) -> Path:
-    """A copy of what the pipeline needs, as on a fresh clone."""
+def checkout(tmp: Path, source: Path = ROOT) -> Path:
+    """A copy of what the pipeline needs, as on a fresh clone, but with numba's cache of
+    compiled kernels (copied with the sources' times, so it stays valid) when ``source``
+    has one: each pipeline run would otherwise take a minute to compile them."""
     for name in ("Snakefile", "config", "workflow", "profiles", "src", "notebooks"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
+        if (source / name).is_dir():
+            shutil.copytree(source / name, tmp / name)
         else:
-            shutil.copy(source, tmp / name)
+            shutil.copy(source / name, tmp / name)
     return tmp
 
 
@@ -44,14 +50,48 @@ def pipeline(tmp_path_factory):
     return workdir
 
 
-def test_every_figure_and_table_exists(pipeline):
-    for name in FIGURES:
-        for ext in ("pdf", "png"):
-            path = pipeline / "paper_figures" / f"fig_{name}.{ext}"
-            assert path.stat().st_size > 1000, path
-    for name in TABLES:
-        assert (pipeline / "paper_figures" / f"table_{name}.md").read_text().startswith("|")
-        assert len(pd.read_csv(pipeline / "paper_figures" / f"table_{name}.csv")) > 0
+def copy_run(pipeline, workdir):
+    """A copy of the fixture's checkout with its outputs and run records."""
+    checkout(workdir, source=pipeline)
+    for name in ("results", ".snakemake", "paper_figures"):
+        shutil.copytree(pipeline / name, workdir / name)
+    return workdir
+
+
+def planned_jobs(dry_run_stdout):
+    """The output files of the jobs a dry run plans, e.g. results/fits/privacy/...json."""
+    return {path for line in re.findall(r"^    output: (.+)$", dry_run_stdout, flags=re.M)
+            for path in line.split(", ")}
+
+
+def without_timing(path):
+    return pd.read_csv(path).drop(columns=list(TIMING_COLUMNS), errors="ignore")
+
+
+def test_every_registered_figure_and_table_exists(pipeline):
+    for name in OUTPUT_FILES:
+        path = pipeline / "paper_figures" / name
+        assert path.stat().st_size > 1000 or name.endswith((".csv", ".md")), path
+        if name.endswith(".md"):
+            assert path.read_text().startswith("|")
+        if name.endswith(".csv"):
+            assert len(pd.read_csv(path)) > 0
+
+
+def test_every_job_keeps_its_log_and_benchmark(pipeline):
+    fits = sorted((pipeline / "results" / "fits").rglob("*.json"))
+    config = load_config_file(pipeline / "config" / "test.yaml")
+    # sweeps split into several jobs of at most batch_size cells, one method each
+    assert len(fits) > len(config["sweeps"]) and config["batch_size"] < 6
+    for fit in fits:
+        job = fit.relative_to(pipeline / "results" / "fits").with_suffix("")
+        assert (pipeline / "results" / "logs" / "fit" / f"{job}.log").stat().st_size > 0
+        benchmark = pd.read_csv(pipeline / "results" / "benchmarks" / "fit" / f"{job}.tsv",
+                                sep="\t")
+        assert benchmark["s"].iloc[0] > 0
+    for job in ["aggregate", "compile_kernels"] + [
+            f"figures/{output.stem}" for output in OUTPUTS.values()]:
+        assert (pipeline / "results" / "benchmarks" / f"{job}.tsv").exists(), job
 
 
 def test_results_table_is_tidy_and_sane(pipeline):
@@ -80,28 +120,95 @@ def test_second_run_has_nothing_to_do(pipeline):
     assert "Nothing to be done" in run(pipeline, "-n").stdout
 
 
-def test_editing_the_library_reruns_the_fits(pipeline, tmp_path):
-    workdir = checkout(tmp_path)
-    shutil.copytree(pipeline / "results", workdir / "results")
-    shutil.copytree(pipeline / ".snakemake", workdir / ".snakemake")
-    shutil.copytree(pipeline / "paper_figures", workdir / "paper_figures")
+def test_edits_rerun_only_what_they_affect(pipeline, tmp_path):
+    workdir = copy_run(pipeline, tmp_path)
     assert "Nothing to be done" in run(workdir, "-n").stdout
+    # a method added to one sweep: that method's jobs, the tables and the figures
+    config = workdir / "config" / "test.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("methods: [amht_lrs, low_rank_only]\n",
+                                   "methods: [amht_lrs, low_rank_only, oracle]\n", 1))
+    fits = {job for job in planned_jobs(run(workdir, "-n").stdout) if "/fits/" in job}
+    assert fits == {"results/fits/convergence/oracle/batch~0.json"}
+    # a value appended to one grid: the last job of each of that sweep's methods
+    config.write_text(text.replace("t: [20, 40, 80]", "t: [20, 40, 80, 160]"))
+    fits = {job for job in planned_jobs(run(workdir, "-n").stdout) if "/fits/" in job}
+    assert fits == {"results/fits/runtime_t/amht_lrs/batch~0.json"}
+    config.write_text(text)
+    # the presentation code: figures and tables, not the fits or the aggregate
+    with open(workdir / "src" / "lowrank_sparse" / "plots.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    planned = planned_jobs(run(workdir, "-n").stdout)
+    assert planned == {f"paper_figures/{name}" for name in OUTPUT_FILES}
+    # the fitting code: every fit
     with open(workdir / "src" / "lowrank_sparse" / "local.py", "a") as handle:
         handle.write("\n# an edit\n")
-    dry = run(workdir, "-n").stdout
-    assert "fit" in dry and "Nothing to be done" not in dry
+    planned = planned_jobs(run(workdir, "-n").stdout)
+    assert {str(path.relative_to(workdir)) for path in
+            (workdir / "results" / "fits").rglob("*.json")} <= planned
+
+
+def test_missing_intermediates_are_rebuilt(pipeline, tmp_path):
+    workdir = copy_run(pipeline, tmp_path)
+    fit = workdir / "results" / "fits" / "privacy" / "dp_amht_lrs" / "batch~0.json"
+    fit.unlink()
+    (workdir / "results" / "results.csv").unlink()
+    planned = planned_jobs(run(workdir, "-n").stdout)
+    assert {str(fit.relative_to(workdir)), "results/results.csv"} <= planned
+    assert not any("/fits/" in job for job in planned - {str(fit.relative_to(workdir))})
+    # (up to the table only: the figures would merely be redrawn, which takes a while)
+    result = run(workdir, "results/results.csv", check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pd.testing.assert_frame_equal(without_timing(workdir / "results" / "results.csv"),
+                                  without_timing(pipeline / "results" / "results.csv"),
+                                  check_exact=True)
+    assert "Nothing to be done" in run(workdir, "-n", "results/results.csv").stdout
+
+
+def test_a_truncated_fit_record_is_named_and_nothing_is_written(pipeline, tmp_path):
+    workdir = copy_run(pipeline, tmp_path)
+    fit = workdir / "results" / "fits" / "convergence" / "amht_lrs" / "batch~0.json"
+    fit.write_text(fit.read_text()[:500])
+    result = run(workdir, check=False)
+    assert result.returncode != 0
+    message = "results/fits/convergence/amht_lrs/batch~0.json: not a complete JSON file"
+    assert message in result.stderr
+    assert message in (workdir / "results" / "logs" / "aggregate.log").read_text()
+    assert not list((workdir / "results").glob("*.csv"))
+    assert not list((workdir / "results").glob(".*"))  # no temporary files left
+
+
+def test_a_truncated_results_table_is_named_and_nothing_is_drawn(pipeline, tmp_path):
+    workdir = copy_run(pipeline, tmp_path)
+    table = workdir / "results" / "results.csv"
+    lines = table.read_text().splitlines(keepends=True)
+    table.write_text("".join(lines[:3]) + lines[3][:len(lines[3]) // 2])  # cut in a row
+    result = run(workdir, "--keep-going", check=False)
+    assert result.returncode != 0
+    for output in OUTPUTS.values():  # each job failed, naming the table and what is wrong
+        log = (workdir / "results" / "logs" / "figures" / f"{output.stem}.log").read_text()
+        assert "ValueError: results/results.csv, line 4: no value for 'fitted': the table is " \
+               "truncated or damaged" in log, log[-2000:]
+    assert not list(workdir.glob("paper_figures/*"))  # and wrote nothing
+    # a table cut at the end of a row: every output names the sweep that lacks rows
+    table.write_text("".join(lines[:3]))
+    result = run(workdir, "--keep-going", check=False)
+    assert result.returncode != 0
+    for output in OUTPUTS.values():
+        log = (workdir / "results" / "logs" / "figures" / f"{output.stem}.log").read_text()
+        assert re.search(r"ValueError: results/results.csv: sweep '\w+', method '\w+' has \d+ "
+                         r"rows; the config plans \d+", log), log[-2000:]
+    assert not list(workdir.glob("paper_figures/*"))
 
 
 def test_two_runs_give_identical_tables(pipeline, tmp_path):
-    workdir = checkout(tmp_path)
-    run(workdir)
-    timing = list(TIMING_COLUMNS)
-    for rel in ["results/results.csv", "paper_figures/table_n50.csv",
-                "paper_figures/table_privacy.csv", "paper_figures/table_methods.csv"]:
-        a = pd.read_csv(pipeline / rel)
-        b = pd.read_csv(workdir / rel)
-        a, b = a.drop(columns=timing, errors="ignore"), b.drop(columns=timing, errors="ignore")
-        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    workdir = checkout(tmp_path, source=pipeline)
+    tables = ["results/results.csv", "results/traces.csv"] + [
+        f"paper_figures/{name}" for name in OUTPUT_FILES if name.endswith(".csv")]
+    run(workdir, *tables)  # the figures are not compared: no need to draw them
+    for rel in tables:
+        pd.testing.assert_frame_equal(without_timing(pipeline / rel),
+                                      without_timing(workdir / rel), check_exact=True)
 
 
 @pytest.mark.parametrize("original,replacement,named", [
@@ -109,7 +216,11 @@ def test_two_runs_give_identical_tables(pipeline, tmp_path):
     ("root_seed: 7", "root_seed: 7\nunknown_key: 1", "unknown_key"),
     ("n_test: 20", "n_test: twenty", "twenty"),
     ("methods: [amht_lrs, known_subspace, oracle, per_user_least_squares]",
-     "methods: [amht_lrs, magic]", "magic"),
+     "methods: [amht_lrs, magic]", "sweeps.phase_transition.methods: unknown method 'magic'"),
+    ("n: [2, 4, 8]", 'n: ["abc", 4, 8]', "sweeps.phase_transition.grid.n: 'abc' is a string"),
+    ("epsilon: [1.0, 8.0]", "epsilon: [1.0, 1.0e+6]", "sweeps.privacy.grid.epsilon: 1000000.0"),
+    ("  total_samples:", "  runtime_d:\n    grid: {d: [8]}\n    methods: [amht_lrs]\n"
+     "  total_samples:", "test.yaml, line 41: duplicated key 'runtime_d' (first at line 17)"),
 ])
 def test_bad_config_fails_at_start_naming_the_problem(tmp_path, original, replacement, named):
     workdir = checkout(tmp_path)
@@ -120,6 +231,16 @@ def test_bad_config_fails_at_start_naming_the_problem(tmp_path, original, replac
     result = run(workdir, "-n", check=False)
     assert result.returncode != 0
     assert named in result.stderr + result.stdout
+
+
+def test_yaml_errors_in_the_default_config_give_the_line(tmp_path):
+    workdir = checkout(tmp_path)
+    path = workdir / "config" / "config.yaml"
+    path.write_text(path.read_text().replace("n_test: 100", "n_test: [100", 1))
+    result = subprocess.run(SNAKEMAKE + ["-n"], cwd=workdir, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ("config/config.yaml, line 5, column 1: YAML syntax error: while parsing a flow "
+            "sequence (from line 4, column 9)") in result.stdout + result.stderr
 
 
 def test_lint_is_clean_and_report_builds(pipeline):
@@ -139,6 +260,11 @@ def test_notebooks_run_on_the_test_results(pipeline):
         nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                 resources={"metadata": {"path": str(pipeline / "notebooks")}}
                                 ).execute()
+        if path.name.startswith("02"):  # two (r, k) settings: no line, and it says so
+            printed = "".join(output.get("text", "") for cell in notebook.cells
+                              for output in cell.get("outputs", []))
+            assert "no line fitted: a line needs at least 3 points" in printed
+            assert "R^2" not in printed
 
 
 def test_slurm_profile_plans_the_grid(pipeline):

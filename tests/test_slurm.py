@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from lowrank_sparse.experiment import TIMING_COLUMNS
+from lowrank_sparse.figures import OUTPUTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pipeline import FIGURES, ROOT, SNAKEMAKE, TABLES, checkout  # noqa: E402
+from test_pipeline import ROOT, SNAKEMAKE, checkout  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "cluster"))
 import local_slurm  # noqa: E402
@@ -149,7 +150,8 @@ def test_every_job_ran_as_a_slurm_job(runs):
 def test_tables_equal_the_local_run(runs):
     local, on_slurm, _ = runs
     for rel in ["results/results.csv", "results/traces.csv",
-                *(f"paper_figures/table_{name}.csv" for name in TABLES)]:
+                *(f"paper_figures/{output.stem}.csv" for output in OUTPUTS.values()
+                  if output.kind == "table")]:
         expected = pd.read_csv(local / rel).drop(columns=list(TIMING_COLUMNS), errors="ignore")
         got = pd.read_csv(on_slurm / rel).drop(columns=list(TIMING_COLUMNS), errors="ignore")
         pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=rel)
@@ -160,10 +162,12 @@ def test_figures_equal_the_local_run(runs):
     local, on_slurm, _ = runs
     produced = sorted(path.name for path in (on_slurm / "paper_figures").iterdir())
     assert produced == sorted(path.name for path in (local / "paper_figures").iterdir())
-    for name in FIGURES:
-        for ext in ("png", "pdf"):
-            rel = f"paper_figures/fig_{name}.{ext}"
+    for output in OUTPUTS.values():
+        if output.kind != "figure":
+            continue
+        for ext in output.extensions:
+            rel = f"paper_figures/{output.stem}.{ext}"
             data = (on_slurm / rel).read_bytes()
             assert data[:4] == {"png": b"\x89PNG", "pdf": b"%PDF"}[ext], rel
-            if name not in TIMED_FIGURES:
+            if output.name not in TIMED_FIGURES:
                 assert data == (local / rel).read_bytes(), f"{rel} differs from the local run's"

@@ -1,6 +1,9 @@
-"""One grid cell of an experiment: seeds, the method registry, fitting and scoring.
+"""One grid cell of an experiment: seeds, the method registry, fitting and scoring, and
+what a result row holds.
 
-The pipeline's scripts call these functions; nothing here knows about Snakemake.
+The pipeline's scripts call these functions; nothing here knows about Snakemake. The
+config is checked and expanded into fits in ``lowrank_sparse.config``; fit outputs are
+checked and aggregated in ``lowrank_sparse.results``.
 """
 
 from __future__ import annotations
@@ -57,11 +60,40 @@ METHODS = {
                                      lambda p, c, rng: ConvexLowRankSparse(), unknowns="none"),
 }
 
-#: Metric columns of a result row (NaN where a method could not be fitted).
-METRICS = ("subspace_distance", "subspace_distance_fro", "relative_error", "median_user_error",
-           "success_rate", "support_precision", "support_recall", "median_test_mse",
-           "mean_test_mse", "seconds", "iteration_seconds", "one_pass_seconds", "iterations",
-           "epsilon_spent", "noise_multiplier")
+@dataclass(frozen=True)
+class Column:
+    """What a metric of a fitted result row may hold: a number in [low, high], NaN only
+    where ``nan`` says why it can be undefined, infinity only if ``inf``."""
+
+    low: float = 0.0
+    high: float = float("inf")
+    nan: str = ""  # when NaN is allowed: the reason (empty: never)
+    inf: bool = False
+    integer: bool = False
+
+
+#: The metrics of a result row and what each may hold (``lowrank_sparse.results`` checks
+#: every fit's rows and the tidy table against this; a new metric goes here and in
+#: ``fit_and_score``). Rows of fits that could not be attempted (``fitted`` False) hold
+#: NaN everywhere but ``success_rate`` = 0.
+METRIC_COLUMNS = {
+    "subspace_distance": Column(high=1 + 1e-9, nan="methods without a shared subspace"),
+    "subspace_distance_fro": Column(nan="methods without a shared subspace"),
+    "relative_error": Column(),
+    "median_user_error": Column(),
+    "success_rate": Column(high=1.0),
+    "support_precision": Column(high=1.0),
+    "support_recall": Column(high=1.0),
+    "median_test_mse": Column(),
+    "mean_test_mse": Column(),
+    "seconds": Column(),
+    "iteration_seconds": Column(nan="methods without outer iterations"),
+    "one_pass_seconds": Column(),
+    "iterations": Column(integer=True),
+    "epsilon_spent": Column(inf=True),  # inf for the non-private methods
+    "noise_multiplier": Column(),
+}
+METRICS = tuple(METRIC_COLUMNS)
 
 #: Wall-time columns: they differ between runs; everything else is bit-reproducible.
 TIMING_COLUMNS = ("seconds", "iteration_seconds", "one_pass_seconds")
@@ -105,10 +137,7 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
         raise ValueError(f"method must be one of {sorted(METHODS)}; got {method_name!r}")
     method = METHODS[method_name]
     if cell["n"] < method.min_samples(cell):
-        # Fewer samples than a user's unknowns: no method can recover it (success 0).
-        row = dict.fromkeys(METRICS, float("nan"))
-        row.update(success_rate=0.0, fitted=False)
-        return row, []
+        return _unfitted_row(), []
     model = method.build(problem, cell, privacy_rng)
     trace = []
     start = time.perf_counter()
@@ -155,18 +184,66 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
     return row, trace
 
 
-#: Modules that only present results: editing them reruns figures and tables, not fits.
-PRESENTATION_MODULES = ("plots.py", "tables.py")
+def _unfitted_row() -> dict:
+    """The row of a fit that cannot be attempted: fewer samples per user than the
+    method's unknowns, so no user can be recovered (success 0, every other metric NaN)."""
+    row = dict.fromkeys(METRICS, float("nan"))
+    row.update(success_rate=0.0, fitted=False)
+    return row
 
 
-def code_version(package_dir: Path | None = None, *, presentation: bool = False) -> str:
-    """sha256 of the library's source files, for a rule's params, so that editing the
-    library reruns exactly the jobs it affects: the fitting code (default) or the
-    presentation modules (``presentation=True``)."""
+def fit_cell(method_name: str, cell: dict, *, replicates: int, root_seed: int, n_test: int,
+             delta: float, success_tol: float = 1e-3, progress=None) -> dict:
+    """Every replicate of one cell (``CELL_KEYS`` and epsilon): draw its problem and data
+    from the cell's seeds, fit one method (private ones at (epsilon, delta)), score it.
+
+    The data are drawn here rather than stored: the seeds make the draws identical in any
+    process, and drawing again costs less than storing and reading the data (see the
+    pipeline notes in README.md). Returns ``{"rows": [one metrics row per replicate],
+    "traces": [the per-iteration subspace distances per replicate], "draw_seconds":
+    time spent drawing}``.
+    """
+    rows, traces = [], []
+    cell = {**cell, "delta": delta}
+    draw_seconds = 0.0
+    for rep in range(replicates):
+        if cell["n"] < METHODS[method_name].min_samples(cell):
+            row, trace = _unfitted_row(), []  # nothing to fit: skip the draw
+        else:
+            start = time.perf_counter()
+            problem, data = simulate(cell, rep, root_seed, n_test)
+            draw_seconds += time.perf_counter() - start
+            row, trace = fit_and_score(method_name, problem, data, cell,
+                                       privacy_rng=cell_seed(root_seed, cell, rep, "privacy"),
+                                       success_tol=success_tol, progress=progress)
+        rows.append({"replicate": rep, **row})
+        traces.append(trace)
+    return {"rows": rows, "traces": traces, "draw_seconds": draw_seconds}
+
+
+#: Library modules whose edits do not change any fit: they plan the grid, check and
+#: aggregate the results or present them. Each stage's rules carry the hash of the
+#: modules they run (``code_version``), so an edit reruns that stage and what follows.
+STAGE_MODULES = {
+    "plan": ("config.py",),  # reaches the jobs through their params (the cells)
+    "aggregate": ("results.py",),
+    "present": ("results.py", "figures.py", "plots.py", "tables.py"),
+}
+
+
+def code_version(package_dir: Path | None = None, *, stage: str = "fit") -> str:
+    """sha256 of the library's source files that a pipeline stage runs, for its rules'
+    params, so that editing the library reruns exactly the jobs it affects.
+
+    ``stage``: "fit" (every module not listed in ``STAGE_MODULES``: the estimators, data,
+    metrics and this module), or a key of ``STAGE_MODULES``."""
+    if stage != "fit" and stage not in STAGE_MODULES:
+        raise ValueError(f"stage must be 'fit' or one of {sorted(STAGE_MODULES)}; got {stage!r}")
+    not_fit = {name for names in STAGE_MODULES.values() for name in names}
     package_dir = Path(package_dir or Path(__file__).parent)
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
-        if (path.name in PRESENTATION_MODULES) == presentation:
+        if (path.name not in not_fit if stage == "fit" else path.name in STAGE_MODULES[stage]):
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -182,57 +259,3 @@ def versions() -> dict:
     return {"lowrank_sparse": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "dp_accounting": version("dp-accounting"), "numba": version("numba"),
             "python": platform.python_version()}
-
-
-def expand_sweeps(config: dict) -> list[dict]:
-    """The fits a config asks for: one dict per (sweep, cell, method).
-
-    Each sweep is a one- or few-factor grid around ``config["base"]``: ``grid`` maps a
-    parameter (or a comma-joined group such as ``"r,k"`` whose values are tuples) to the
-    values it takes; the cartesian product of the entries is taken. Non-private methods
-    do not depend on epsilon, so their cells carry epsilon = inf and are shared between
-    sweeps. Returns dicts with the keys sweep, method, d, t, n, r, k, noise, epsilon.
-    """
-    import itertools
-
-    base = config["base"]
-    fits = []
-    for sweep, spec in config["sweeps"].items():
-        names = [key.split(",") for key in spec["grid"]]
-        for combo in itertools.product(*spec["grid"].values()):
-            cell = dict(base)
-            for keys, value in zip(names, combo):
-                values = value if len(keys) > 1 else [value]
-                if len(values) != len(keys):
-                    raise ValueError(f"sweep {sweep!r}: grid entry {','.join(keys)!r} needs "
-                                     f"{len(keys)} values per item; got {value!r}")
-                cell.update(zip(keys, values))
-            for method in spec["methods"]:
-                if method not in METHODS:
-                    raise ValueError(f"sweep {sweep!r}: method must be one of "
-                                     f"{sorted(METHODS)}; got {method!r}")
-                row = {"sweep": sweep, "method": method, **cell}
-                if not METHODS[method].private:
-                    row["epsilon"] = float("inf")
-                if row not in fits:  # e.g. a non-private method in an epsilon sweep
-                    fits.append(row)
-    return fits
-
-
-def tidy_results(fits: list[dict], fit_paths: list[str], loaded: dict):
-    """Tables from the fit files: results (one row per sweep, cell, replicate and
-    method: parameters, seed, metrics, runtime, versions) and traces (one row per
-    iteration of a traced fit). ``fits[i]`` is the sweep row stored at ``fit_paths[i]``;
-    ``loaded`` maps a path to its parsed JSON."""
-    import pandas as pd
-
-    rows, trace_rows = [], []
-    for spec, path in zip(fits, fit_paths):
-        stored = loaded[path]
-        for row, trace in zip(stored["rows"], stored["traces"]):
-            rows.append({**spec, **row, "code_version": stored["code_version"],
-                         **{f"version_{k}": v for k, v in stored["versions"].items()}})
-            trace_rows += [{**spec, "replicate": row["replicate"], "iteration": i + 1,
-                            "subspace_distance": value} for i, value in enumerate(trace)]
-    return pd.DataFrame(rows), pd.DataFrame(trace_rows, columns=[
-        "sweep", "method", *CELL_KEYS, "epsilon", "replicate", "iteration", "subspace_distance"])

@@ -1,4 +1,7 @@
-"""Figures of paper_figures/, each a function of the tidy results (and traces) table."""
+"""Figures of paper_figures/, each a function of the tidy results (and traces) table.
+
+Which figures exist, their captions and the sweeps they read: ``lowrank_sparse.figures``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .tables import linear_fit, loglog_slope, n50_by_setting  # noqa: E402
+from .tables import (MIN_FIT_POINTS, TooFewPoints, linear_fit, loglog_slope,  # noqa: E402
+                     n50_by_setting)
 
 sns.set_theme(context="paper", style="whitegrid")
 LABELS = {"amht_lrs": "AMHT-LRS", "known_subspace": "KnownSubspace", "oracle": "Oracle",
@@ -67,13 +71,17 @@ def thresholds(results: pd.DataFrame, traces=None):
     fig, axes = plt.subplots(1, 2, figsize=(7, 3))
     for ax, xcol, xlabel in ((axes[0], "r_plus_k", "r + k"),
                              (axes[1], "k_log", "r + k log(d / k)")):
-        for method, group in table.groupby("method"):
-            ax.scatter(group[xcol], group["n_50"], label=_label(method), s=18)
-            if group["n_50"].notna().sum() >= 2:
+        for i, (method, group) in enumerate(table.groupby("method")):
+            try:
                 slope, intercept, r2 = linear_fit(group[xcol], group["n_50"])
-                xs = np.linspace(group[xcol].min(), group[xcol].max(), 10)
-                ax.plot(xs, slope * xs + intercept, lw=1,
-                        label=f"{_label(method)} fit: slope {slope:.2f}, R² {r2:.2f}")
+            except TooFewPoints:  # no line through one or two points (a perfect "fit")
+                ax.scatter(group[xcol], group["n_50"], s=18, color=f"C{i}",
+                           label=f"{_label(method)} (no line: < {MIN_FIT_POINTS} points)")
+                continue
+            ax.scatter(group[xcol], group["n_50"], label=_label(method), s=18, color=f"C{i}")
+            xs = np.linspace(group[xcol].min(), group[xcol].max(), 10)
+            ax.plot(xs, slope * xs + intercept, lw=1, color=f"C{i}",
+                    label=f"{_label(method)} fit: slope {slope:.2f}, R² {r2:.2f}")
         ax.set(xlabel=xlabel, ylabel="n_50")
     axes[0].legend(fontsize="x-small")
     fig.tight_layout()
@@ -142,8 +150,11 @@ def runtime(results: pd.DataFrame, traces=None):
         series = {"per iteration": part.groupby(x)["iteration_seconds"].median(),
                   "one pass over X": part.groupby(x)["one_pass_seconds"].median()}
         for label, values in series.items():
-            slope, intercept, _ = loglog_slope(values.index, values.values)
-            ax.plot(values.index, values.values, "o-", label=f"{label}: slope {slope:.2f}")
+            try:
+                slope = f"slope {loglog_slope(values.index, values.values)[0]:.2f}"
+            except TooFewPoints:  # e.g. a test grid with two sizes
+                slope = f"no slope (fewer than {MIN_FIT_POINTS} points)"
+            ax.plot(values.index, values.values, "o-", label=f"{label}: {slope}")
         ratio = series["per iteration"] / series["one pass over X"]
         ax.set(xscale="log", yscale="log", xlabel=x, ylabel="seconds",
                title=f"iteration / pass: {ratio.min():.0f}-{ratio.max():.0f}x")
@@ -152,8 +163,3 @@ def runtime(results: pd.DataFrame, traces=None):
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
-
-
-FIGURES = {"phase_transition": phase_transition, "thresholds": thresholds,
-           "total_samples": total_samples, "convergence": convergence, "privacy": privacy,
-           "runtime": runtime}

@@ -1,4 +1,8 @@
-"""Summary tables of the tidy results table (one row per sweep, cell, replicate, method)."""
+"""Summary tables of the tidy results table (one row per sweep, cell, replicate, method),
+and the least-squares lines the figures and notebooks fit.
+
+Which tables exist, their captions and the sweeps they read: ``lowrank_sparse.figures``.
+"""
 
 from __future__ import annotations
 
@@ -60,25 +64,46 @@ def methods_table(results: pd.DataFrame) -> pd.DataFrame:
             .sort_values("median_test_mse").reset_index(drop=True))
 
 
+#: Fewest points a fitted line is reported for: through two points any line fits exactly
+#: (R^2 = 1 says nothing), so a slope needs at least one point more than it has unknowns.
+MIN_FIT_POINTS = 3
+
+
+class TooFewPoints(ValueError):
+    """A line was asked for through fewer than ``MIN_FIT_POINTS`` points."""
+
+
 def loglog_slope(x, y) -> tuple[float, float, float]:
-    """Least-squares line of log y on log x: (slope, intercept, R^2)."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    slope, intercept = np.polyfit(lx, ly, 1)
-    return float(slope), float(intercept), _r2(lx, ly, slope, intercept)
+    """Least-squares line of log y on log x: (slope, intercept, R^2).
+
+    Points with a non-finite or non-positive x or y are left out; raises
+    ``TooFewPoints`` (a ValueError) when fewer than ``MIN_FIT_POINTS`` remain."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lx, ly = np.log(x), np.log(y)
+    return _line(lx, ly, "log-log slope")
 
 
 def linear_fit(x, y) -> tuple[float, float, float]:
-    """Least-squares line y = slope x + intercept: (slope, intercept, R^2)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    """Least-squares line y = slope x + intercept: (slope, intercept, R^2).
+
+    Points with a non-finite x or y (e.g. an n_50 that was never reached) are left out;
+    raises ``TooFewPoints`` (a ValueError) when fewer than ``MIN_FIT_POINTS`` remain."""
+    return _line(np.asarray(x, float), np.asarray(y, float), "line")
+
+
+def _line(x, y, what):
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-d of the same length; got shapes {x.shape} "
+                         f"and {y.shape}")
     keep = np.isfinite(x) & np.isfinite(y)
-    slope, intercept = np.polyfit(x[keep], y[keep], 1)
-    return float(slope), float(intercept), _r2(x[keep], y[keep], slope, intercept)
-
-
-def _r2(x, y, slope, intercept):
+    x, y = x[keep], y[keep]
+    if x.size < MIN_FIT_POINTS or np.unique(x).size < 2:
+        raise TooFewPoints(f"a {what} needs at least {MIN_FIT_POINTS} points with finite "
+                           f"values (and two distinct x); got {x.size} "
+                           f"(of {keep.size} given)")
+    slope, intercept = np.polyfit(x, y, 1)
     resid = y - (slope * x + intercept)
     total = np.sum((y - y.mean()) ** 2)
-    return float(1 - np.sum(resid ** 2) / total) if total > 0 else 1.0
-
-
-TABLES = {"n50": n50_table, "privacy": privacy_table, "methods": methods_table}
+    r2 = float(1 - np.sum(resid ** 2) / total) if total > 0 else 1.0
+    return float(slope), float(intercept), r2

@@ -1,5 +1,6 @@
 rule aggregate:
-    """One tidy table of all fits (a row per cell, replicate and method) and the traces."""
+    """One tidy table of all fits (a row per sweep, cell, replicate and method) and the
+    traces, after checking every fit record against the plan."""
     input:
         fits=FIT_FILES,
     output:
@@ -7,9 +8,14 @@ rule aggregate:
         traces=f"{RESULTS}/traces.csv",
     log:
         f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv"
     params:
-        fits=FITS.to_dict("records"),
-        fit_paths=[fit_path(row) for row in FITS.to_dict("records")],
+        batches=[{"path": batch_path(batch), "sweep": batch.sweep, "method": batch.method,
+                  "cells": list(batch.cells)} for batch in BATCHES.values()],
+        fits=FITS,
+        replicates=config["replicates"],
+        code_version=CODE_VERSION["aggregate"],
     conda:
         "../envs/lowrank_sparse.yaml"
     script:

@@ -1,39 +1,36 @@
-# Grid expansion and path helpers shared by the rule files.
-import sys
+# The plan (fits, jobs, rows every table must have) and helpers shared by the rule files.
 from pathlib import Path
 
-import pandas as pd
-from snakemake.utils import Paramspace
+from lowrank_sparse.config import batch_sizes, expand_sweeps, plan_batches
+from lowrank_sparse.experiment import METHODS, code_version
+from lowrank_sparse.figures import OUTPUTS, by_kind
+from lowrank_sparse.results import expected_rows
 
-# The library is used from src/ of this checkout (installed or not).
-SRC = Path(workflow.basedir) / "src"
-sys.path.insert(0, str(SRC))
-from lowrank_sparse.experiment import CELL_KEYS, code_version, expand_sweeps
-
-FITS = pd.DataFrame(expand_sweeps(config))
-# One dataset (all replicates) per distinct cell; file names like d~50_t~400_..._noise~0.0
-DATA_SPACE = Paramspace(
-    FITS[list(CELL_KEYS)].drop_duplicates().reset_index(drop=True), filename_params="*")
-CODE_VERSION = code_version(SRC / "lowrank_sparse")  # fitting code: fits rerun on edits
-PLOT_VERSION = code_version(SRC / "lowrank_sparse", presentation=True)  # figures, tables
 RESULTS = "results"
+FITS = expand_sweeps(config)  # one dict per (sweep, cell, method), in the config's order
+BATCHES = {(batch.sweep, batch.method, batch.index): batch
+           for batch in plan_batches(FITS, batch_sizes(config))}
+EXPECTED_ROWS = expected_rows(FITS, config["replicates"])
+# Hash of the library code each stage runs: editing it reruns that stage and what follows.
+LIBRARY = Path(workflow.basedir) / "src" / "lowrank_sparse"
+CODE_VERSION = {stage: code_version(LIBRARY, stage=stage)
+                for stage in ("fit", "aggregate", "present")}
 
 
-def cell_of(wildcards):
-    """The cell of a job's wildcards as plain Python numbers (JSON- and YAML-friendly)."""
-    return {key: value.item() if hasattr(value, "item") else value
-            for key, value in DATA_SPACE.instance(wildcards).items()}
+def batch_path(batch):
+    return f"{RESULTS}/fits/{batch.sweep}/{batch.method}/batch~{batch.index}.json"
 
 
-def fit_path(row):
-    cell = "_".join(f"{key}~{row[key]}" for key in CELL_KEYS)
-    return f"{RESULTS}/fits/{row['method']}/{cell}_eps~{row['epsilon']}.json"
+def batch_of(wildcards):
+    return BATCHES[(wildcards.sweep, wildcards.method, int(wildcards.batch))]
 
 
-FIT_FILES = sorted({fit_path(row) for row in FITS.to_dict("records")})
+FIT_FILES = [batch_path(batch) for batch in BATCHES.values()]
+FIGURES, TABLES = by_kind("figure"), by_kind("table")
+OUTPUT_FILES = [f"paper_figures/{output.stem}.{ext}"
+                for output in OUTPUTS.values() for ext in output.extensions]
 
-FIGURES = ["phase_transition", "thresholds", "total_samples", "convergence", "privacy",
-           "runtime"]
-TABLES = ["n50", "privacy", "methods"]
-FIGURE_FILES = expand("paper_figures/fig_{name}.{ext}", name=FIGURES, ext=["pdf", "png"])
-TABLE_FILES = expand("paper_figures/table_{name}.{ext}", name=TABLES, ext=["csv", "md"])
+
+def expected_for(output):
+    """Rows per method of the sweeps an output reads: what its job checks first."""
+    return {sweep: EXPECTED_ROWS[sweep] for sweep in output.sweeps}

@@ -5,8 +5,10 @@ rule compile_kernels:
         f"{RESULTS}/kernels_compiled.txt",
     log:
         f"{RESULTS}/logs/compile_kernels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compile_kernels.tsv"
     params:
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION["fit"],
     conda:
         "../envs/lowrank_sparse.yaml"
     script:
@@ -14,22 +16,29 @@ rule compile_kernels:
 
 
 rule fit:
-    """Fit one method on every replicate of one cell; one JSON of rows and traces."""
+    """Fit one method on a batch of one sweep's cells (config: batch_size), every
+    replicate, drawing each cell's data from its seeds: one JSON record of rows and traces."""
     input:
-        data=f"{RESULTS}/data/{DATA_SPACE.wildcard_pattern}.npz",
         kernels=rules.compile_kernels.output[0],
     output:
-        fit=f"{RESULTS}/fits/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.json",
+        fit=f"{RESULTS}/fits/{{sweep}}/{{method}}/batch~{{batch}}.json",
     log:
-        f"{RESULTS}/logs/fit/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.log",
+        f"{RESULTS}/logs/fit/{{sweep}}/{{method}}/batch~{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/fit/{{method}}/{DATA_SPACE.wildcard_pattern}_eps~{{epsilon}}.tsv"
+        f"{RESULTS}/benchmarks/fit/{{sweep}}/{{method}}/batch~{{batch}}.tsv"
     params:
-        cell=lambda wildcards: {**cell_of(wildcards),
-                                "epsilon": float(wildcards.epsilon), "delta": config["delta"]},
+        cells=lambda wildcards: list(batch_of(wildcards).cells),
+        replicates=config["replicates"],
         root_seed=config["root_seed"],
+        n_test=config["n_test"],
+        # only the private methods use delta: changing it reruns only their fits
+        delta=lambda wildcards: config["delta"] if METHODS[wildcards.method].private else None,
         success_tol=config["success_tol"],
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION["fit"],
+    wildcard_constraints:
+        sweep="[A-Za-z0-9_]+",
+        method="|".join(METHODS),
+        batch="[0-9]+",
     threads: 1
     conda:
         "../envs/lowrank_sparse.yaml"

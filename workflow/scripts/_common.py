@@ -22,6 +22,8 @@ def setup_logging(snakemake):
     def excepthook(kind, value, tb):
         logging.getLogger().error("failed", exc_info=(kind, value, tb))
         sys.__excepthook__(kind, value, tb)
+        # the message (not the traceback) on the terminal too, next to snakemake's report
+        print(f"{kind.__name__}: {value}", file=sys.__stderr__)
 
     sys.excepthook = excepthook
     # Threads per job as the rule declares (snakemake runs --cores jobs side by side):
@@ -38,19 +40,35 @@ def setup_logging(snakemake):
 
 
 @contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; move it into place only on success, so a
-    failed job never leaves a partial output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+def atomic_outputs(*paths):
+    """Yield temporary paths next to ``paths``; move them all into place only when the
+    block succeeds, so a failed job leaves no output, partial or from half its files."""
+    temps = []
     try:
-        yield tmp
+        for path in map(Path, paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                       suffix=path.suffix)
+            os.close(fd)
+            temps.append(tmp)
+        yield temps
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp, path)
+        for tmp, path in zip(temps, paths):
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def read_tables(snakemake, output):
+    """The checked results table (and traces, if the registered ``output`` reads them):
+    every row the config plans for the sweeps it reads, or a ValueError naming the file."""
+    from lowrank_sparse.results import read_results, read_traces
+
+    results = read_results(snakemake.input.results, snakemake.params.expected)
+    traces = (read_traces(snakemake.input.traces, results, output.sweeps)
+              if output.traces else None)
+    return results, traces

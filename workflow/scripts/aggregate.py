@@ -1,17 +1,20 @@
-"""Rule aggregate: every fit JSON -> one tidy results table and one traces table."""
+"""Rule aggregate: every fit record, checked -> one tidy results table and one traces table."""
 
-import json
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)
-from _common import atomic_path, setup_logging  # noqa: E402
+from _common import atomic_outputs, setup_logging  # noqa: E402
 
-from lowrank_sparse.experiment import tidy_results  # noqa: E402
+from lowrank_sparse.results import read_fit_record, tidy_results  # noqa: E402
 
 log = setup_logging(snakemake)
-fits = {path: json.load(open(path)) for path in snakemake.input.fits}
-results, traces = tidy_results(snakemake.params.fits, snakemake.params.fit_paths, fits)
-log.info("%d result rows, %d trace points", len(results), len(traces))
-for frame, path in ((results, snakemake.output.results), (traces, snakemake.output.traces)):
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
+params = snakemake.params
+records = [read_fit_record(batch["path"], sweep=batch["sweep"], method=batch["method"],
+                           cells=batch["cells"], replicates=params.replicates)
+           for batch in params.batches]
+results, traces = tidy_results(params.fits, records)
+log.info("%d fit records: %d result rows, %d trace points", len(records), len(results),
+         len(traces))
+with atomic_outputs(snakemake.output.results, snakemake.output.traces) as (res, tra):
+    results.to_csv(res, index=False, float_format="%.10g")
+    traces.to_csv(tra, index=False, float_format="%.10g")

@@ -5,7 +5,7 @@ import sys
 import time
 
 sys.path.insert(0, snakemake.scriptdir)
-from _common import atomic_path, setup_logging  # noqa: E402
+from _common import atomic_outputs, setup_logging  # noqa: E402
 
 from lowrank_sparse._kernels import precompile  # noqa: E402
 
@@ -14,5 +14,5 @@ start = time.perf_counter()
 precompile()
 log.info("numba kernels compiled (or loaded from the cache) in %.1f s",
          time.perf_counter() - start)
-with atomic_path(snakemake.output[0]) as tmp, open(tmp, "w") as fh:
+with atomic_outputs(snakemake.output[0]) as (tmp,), open(tmp, "w") as fh:
     fh.write(f"{snakemake.params.code_version}\n")

@@ -1,20 +1,16 @@
-"""Rule figure: one figure of paper_figures/ (PDF and PNG)."""
+"""Rule figure: one registered figure of paper_figures/ (PDF and PNG)."""
 
 import sys
 
-import pandas as pd
-
 sys.path.insert(0, snakemake.scriptdir)
-from _common import atomic_path, setup_logging  # noqa: E402
+from _common import atomic_outputs, read_tables, setup_logging  # noqa: E402
 
-from lowrank_sparse import plots  # noqa: E402
+from lowrank_sparse.figures import by_kind  # noqa: E402
 
 log = setup_logging(snakemake)
-results = pd.read_csv(snakemake.input.results)
-traces = pd.read_csv(snakemake.input.traces)
-fig = plots.FIGURES[snakemake.wildcards.name](results, traces)
-for key in ("pdf", "png"):
-    with atomic_path(snakemake.output[key]) as tmp:
-        fig.savefig(tmp, format=key, dpi=150, bbox_inches="tight",
-                    metadata={"CreationDate": None} if key == "pdf" else {"Software": None})
+output = by_kind("figure")[snakemake.wildcards.name]
+fig = output.make(*read_tables(snakemake, output))
+with atomic_outputs(snakemake.output.pdf, snakemake.output.png) as (pdf, png):
+    fig.savefig(pdf, format="pdf", dpi=150, bbox_inches="tight", metadata={"CreationDate": None})
+    fig.savefig(png, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
 log.info("wrote %s", snakemake.output.png)

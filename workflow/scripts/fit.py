@@ -1,39 +1,37 @@
-"""Rule fit: one method on every replicate of one cell -> JSON rows and traces."""
+"""Rule fit: one method on a batch of cells, every replicate -> one JSON record."""
 
 import json
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, snakemake.scriptdir)
-from _common import atomic_path, setup_logging  # noqa: E402
+from _common import atomic_outputs, setup_logging  # noqa: E402
 
 from lowrank_sparse._kernels import precompile  # noqa: E402
-from lowrank_sparse.data import Data, Problem  # noqa: E402
-from lowrank_sparse.experiment import cell_seed, fit_and_score, versions  # noqa: E402
+from lowrank_sparse.experiment import fit_cell, versions  # noqa: E402
 
 log = setup_logging(snakemake)
 # The first call of a numba kernel in a process loads it from numba's cache (~0.3 s):
-# done here, so that it is not counted in the first replicate's fit time.
+# done here, so that it is not counted in the first fit's time.
 precompile()
-method, cell = snakemake.wildcards.method, snakemake.params.cell
-stored = np.load(snakemake.input.data)
-rows, traces = [], []
-for rep in range(int(stored["replicates"])):
-    log.info("%s replicate %d of %s: fitting", method, rep, cell)
-    problem = Problem(*(stored[f"{key}_{rep}"] for key in ("U", "W", "B")))
-    data = Data(*(stored[f"{key}_{rep}"] for key in ("X", "y", "X_test", "y_test")))
-    start = time.perf_counter()
-    row, trace = fit_and_score(method, problem, data, cell,
-                               privacy_rng=cell_seed(snakemake.params.root_seed, cell, rep, "privacy"),
-                               success_tol=snakemake.params.success_tol, progress=log.info)
-    rows.append({"replicate": rep, **row})
-    traces.append(trace)
-    log.info("%s replicate %d: distance %.3g, success %.3f, %.2f s", method, rep,
-             row["subspace_distance"], row["success_rate"], time.perf_counter() - start)
-result = {"method": method, "cell": cell, "rows": rows, "traces": traces,
-          "versions": versions(), "code_version": snakemake.params.code_version}
-with atomic_path(snakemake.output.fit) as tmp:
-    with open(tmp, "w") as handle:
-        json.dump(result, handle, indent=1, allow_nan=True)
+method, params = snakemake.wildcards.method, snakemake.params
+fits = []
+# Drawing, fitting and scoring (wall and CPU): the job's time minus its start-up.
+work_seconds = work_cpu_seconds = 0.0
+for cell in params.cells:
+    log.info("%s on %s: fitting %d replicates", method, cell, params.replicates)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    result = fit_cell(method, cell, replicates=params.replicates, root_seed=params.root_seed,
+                      n_test=params.n_test, delta=params.delta,
+                      success_tol=params.success_tol, progress=log.info)
+    work_seconds += time.perf_counter() - start
+    work_cpu_seconds += time.process_time() - start_cpu
+    fits.append({"cell": cell, **result})
+    log.info("%s on %s: distances %s, success %s, %.2f s", method, cell,
+             [row["subspace_distance"] for row in result["rows"]],
+             [row["success_rate"] for row in result["rows"]], time.perf_counter() - start)
+record = {"sweep": snakemake.wildcards.sweep, "method": method,
+          "batch": int(snakemake.wildcards.batch), "fits": fits, "work_seconds": work_seconds,
+          "work_cpu_seconds": work_cpu_seconds, "versions": versions(), "code_version": params.code_version}
+with atomic_outputs(snakemake.output.fit) as (tmp,), open(tmp, "w") as handle:
+    json.dump(record, handle, indent=1, allow_nan=True)
