@@ -174,7 +174,9 @@ def test_same_seed_same_bits():
 
 def test_fresh_samples_recovers_with_enough_samples():
     problem, data = make_instance(d=20, t=300, r=2, k=1, n=400, seed=9)
-    fit = ls.AMHTLRS(2, 1, n_iter=20, fresh_samples=True).fit(data.X, data.y)
+    # Huber: with 20 fresh samples per iteration the default Adaptive() contracts
+    # slower here (distance 7e-6 after the 20 iterations, Huber 1e-11 in 16).
+    fit = ls.AMHTLRS(2, 1, n_iter=20, fresh_samples=True, robust=ls.Huber()).fit(data.X, data.y)
     assert metrics.subspace_distance(problem.U, fit.U_) <= 1e-8
     with pytest.raises(ValueError, match="fresh_samples needs n // n_iter >= rank \\+ sparsity = 3"):
         ls.AMHTLRS(2, 1, n_iter=200, fresh_samples=True).fit(data.X, data.y)
