@@ -14,7 +14,7 @@ from ._validation import (check_int, check_positive, check_rank_sparsity, check_
 from .alternating import ConvergenceWarning, FitResult, alternate
 from .global_step import solve_cg, solve_direct
 from .local import check_backend, single_threaded_blas
-from .robust import Adaptive, check_robust
+from .robust import check_robust, default_rule
 
 #: Iterations of plain alternating minimization (sparsity 0) that refine a computed
 #: initial subspace before the sparse parts are fitted. With random supports the b_i act
@@ -80,7 +80,7 @@ def top_eigenvectors(M, rank) -> np.ndarray:
 
 
 def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
-             fresh_samples=False, robust=Adaptive(), n_starts=1, htp_iter=20,
+             fresh_samples=False, robust="auto", n_starts=1, htp_iter=20,
              solver="cg", chunk_size=None, backend="numba", callback=None,
              rng=None) -> FitResult:
     """Fit theta_i = U w_i + b_i by alternating minimization and hard thresholding.
@@ -115,9 +115,11 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         contracts slower per iteration here than ``Huber()`` when every user is well
         fitted (d=20, t=300, r=2, k=1, 20 samples per iteration: distance 7e-6 after 20
         iterations, Huber 1e-11 in 16).
-    robust : Adaptive, Huber, Trimmed or None, default Adaptive()
+    robust : "auto", Adaptive, Huber, Trimmed or None, default "auto"
         Weighting of users in the U step (:mod:`lowrank_sparse.robust`, see Notes);
-        None gives the plain least-squares U step.
+        None gives the plain least-squares U step. "auto": ``Adaptive()`` below about
+        4 (r + k ln(d/k)) samples per user (per iteration with ``fresh_samples``),
+        ``Huber()`` above (:func:`lowrank_sparse.robust.default_rule`).
     n_starts : int, default 1
         Greedy starts of the local step besides the warm start (see :func:`local_step`).
     htp_iter : int, default 20
@@ -194,6 +196,9 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
         X, y, x_scale, y_scale = in_unit_scale(X, y)
         batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
+        if isinstance(robust, str):  # "auto"
+            n_batch = n if batches is None else batches[0].stop - batches[0].start
+            robust = default_rule(n_batch, d, rank, sparsity)
         U = _initial_subspace(init, X, y, rank, chunk_size, rng)
         col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
     unit = y_scale / x_scale
