@@ -783,12 +783,3 @@ def _on_threads(kernel, n_tasks, entries):
 def _thread_pool(n_threads):
     return ThreadPoolExecutor(n_threads, thread_name_prefix="lowrank_sparse")
 
-
-def __getattr__(name):
-    # precompile lived here; it runs the local step, so it moved to lowrank_sparse.local
-    # (importing that here would be an import cycle). This keeps the old import path of
-    # the pipeline's scripts working until they import it from there.
-    if name == "precompile":
-        from .local import precompile
-        return precompile
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
