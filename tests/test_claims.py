@@ -120,3 +120,12 @@ def test_n50_draws_count_few_users_as_uncertain_and_never_reached_as_inf():
     few, many = (np.subtract(*interval(draws[m])[::-1]) for m in ("amht_lrs", "oracle"))
     assert few > 3 * many  # 20 users per replicate: the binomial spread shows
     assert np.isinf(draws["known_subspace"]).all()
+
+
+def test_readme_shows_the_claims_table_at_the_top():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    top = readme[:readme.index("## Install")]
+    assert "paper_figures/table_claims.md" in top
+    for claim in claims.CLAIMS:
+        assert f"| {claim.name} " in top, claim.name
