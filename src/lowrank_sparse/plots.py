@@ -90,8 +90,9 @@ def thresholds(results: pd.DataFrame, traces=None):
             try:
                 slope, intercept, r2 = linear_fit(group[xcol], group["n_50"])
             except TooFewPoints:  # no line through one or two points (a perfect "fit")
-                ax.scatter(group[xcol], group["n_50"], s=18, color=f"C{i}",
-                           label=f"{_label(method)} (no line: < {MIN_FIT_POINTS} points)")
+                ax.errorbar(group[xcol], group["n_50"], yerr=_yerr(group), fmt="o", ms=3.5,
+                            color=f"C{i}", capsize=2,
+                            label=f"{_label(method)} (no line: < {MIN_FIT_POINTS} points)")
                 continue
             ax.errorbar(group[xcol], group["n_50"], yerr=_yerr(group), fmt="o", ms=3.5,
                         color=f"C{i}", label=_label(method), capsize=2)
