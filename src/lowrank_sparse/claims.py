@@ -26,8 +26,8 @@ CLAIM_COLUMNS = ("claim", "sweeps", "statistic", "value", "low", "high", "thresh
                  "verdict", "detail")
 #: Noiseless fits count as exact at this subspace distance (float64 round-off ~1e-15).
 EXACT = 1e-8
-#: Fits of the claims on noisy data and on exact recovery use the cells with at least
-#: this many samples per unknown (n >= 4 (r + k)): above every method's threshold.
+#: The claim of exact recovery uses the cells with at least this many samples per
+#: unknown (n >= 4 (r + k)): above every method's noiseless threshold.
 WELL_ABOVE = 4
 
 
@@ -101,11 +101,16 @@ def _exact_recovery(results, traces):
     if amht.empty:
         raise ValueError(f"no cell with n >= {WELL_ABOVE} (r + k)")
     distance = amht["subspace_distance"]
+    worst = amht.loc[distance.idxmax()]
+    inexact = amht[distance > EXACT]
     return Verdict(float(distance.max()), float(distance.min()), float(distance.max()),
                    bool(distance.max() <= EXACT),
-                   f"{len(amht)} fits (every (r, k), n >= {WELL_ABOVE}(r + k)); worst "
-                   f"fraction of users recovered {amht['success_rate'].min():.3f}; interval: "
-                   f"min-max over the fits")
+                   f"{len(amht)} fits (every (r, k), n >= {WELL_ABOVE}(r + k), t = "
+                   f"{sorted(int(t) for t in amht['t'].unique())}); {len(inexact)} above "
+                   f"{EXACT:g}, at (r, k) = {sorted(set(zip(inexact['r'], inexact['k'])))}; "
+                   f"worst at r={worst['r']}, k={worst['k']}, n={worst['n']}; worst fraction "
+                   f"of users recovered {amht['success_rate'].min():.3f}; interval: min-max "
+                   f"over the fits")
 
 
 def _convergence_rate(results, traces):
@@ -231,15 +236,21 @@ def _threshold_constant(results, traces):
                        f"d={d}, r={r}: {v:.0f}" for (d, r), v in points.items()))
 
 
-def _above(frame):
-    """The cells with n >= WELL_ABOVE (r + k)."""
-    return frame[frame["n"] >= WELL_ABOVE * (frame["r"] + frame["k"])]
+def _supports_found(frame):
+    """The cells of the noise sweep where the per-user floor is passed: KnownSubspace
+    (the true U, supports to find) within 1.2x the Oracle's mean excess risk (true U and
+    supports). Below it even the true U leaves users with wrong supports (measured:
+    64x the Oracle at n=16, sigma=0.1), which no estimate of U can repair, so the
+    comparison with the Oracle is made above it."""
+    excess = frame.groupby(["method", "n"])["mean_excess_risk"].mean()
+    found = excess["known_subspace"] <= 1.2 * excess["oracle"]
+    return frame[frame["n"].isin(found.index[found.to_numpy()])]
 
 
 def _noisy_risk_ratio(results, traces):
-    sweep = _above(_sweep(results, "noise"))
+    sweep = _supports_found(_sweep(results, "noise"))
     if sweep.empty:
-        raise ValueError(f"no cell with n >= {WELL_ABOVE} (r + k)")
+        raise ValueError("no cell where KnownSubspace is within 1.2x the Oracle")
 
     def ratios(excess):
         return excess["amht_lrs"] / excess["oracle"]
@@ -248,13 +259,14 @@ def _noisy_risk_ratio(results, traces):
                                        lambda e: float(ratios(e).max()), "noisy_risk_ratio")
     per_n = ratios(sweep.groupby(["method", "n"])["mean_excess_risk"].mean())
     return Verdict(value, low, high, bool(value <= 1.2),
-                   "AMHT-LRS / Oracle mean excess risk per n: "
-                   + ", ".join(f"n={n}: {v:.3f}" for n, v in per_n.items()))
+                   "AMHT-LRS / Oracle mean excess risk per n where KnownSubspace is within "
+                   "1.2x the Oracle: " + ", ".join(f"n={n}: {v:.3f}" for n, v in per_n.items()))
 
 
 def _noisy_risk_slope(results, traces):
-    sweep = _above(_sweep(results, "noise", "amht_lrs"))
-    p = int((sweep["r"] + sweep["k"]).iloc[0])
+    sweep = _supports_found(_sweep(results, "noise"))
+    sweep = sweep[sweep["method"] == "amht_lrs"]
+    p = int((sweep["r"] + sweep["k"]).iloc[0]) if len(sweep) else 0
 
     def slope(excess):
         return loglog_slope(excess.index - p - 1, excess.to_numpy())[0]
@@ -263,8 +275,9 @@ def _noisy_risk_slope(results, traces):
                                        "noisy_risk_slope")
     return Verdict(value, low, high, bool(-1.2 <= value <= -0.8),
                    f"log-log slope of AMHT-LRS's mean excess risk against n - r - k - 1 (the "
-                   f"Oracle's sigma^2 (r + k) / (n - r - k - 1) has slope -1 exactly), n >= "
-                   f"{WELL_ABOVE}(r + k)")
+                   f"Oracle's sigma^2 (r + k) / (n - r - k - 1) has slope -1 exactly) over n = "
+                   f"{sorted(int(n) for n in sweep['n'].unique())}, where KnownSubspace is "
+                   f"within 1.2x the Oracle")
 
 
 def _dp_budget(results, traces):
@@ -344,10 +357,11 @@ CLAIMS = (
           "largest / smallest t n / (d r) at which the distance reaches 1e-6", "<= 2",
           _threshold_constant),
     Claim("noisy excess risk within 1.2x the Oracle", ("noise",),
-          f"largest excess-risk ratio AMHT-LRS / Oracle, n >= {WELL_ABOVE}(r + k)", "<= 1.2",
-          _noisy_risk_ratio),
+          "largest excess-risk ratio AMHT-LRS / Oracle over the n where KnownSubspace is "
+          "within 1.2x the Oracle (supports found)", "<= 1.2", _noisy_risk_ratio),
     Claim("noisy excess risk slope about -1 in n", ("noise",),
-          "log-log slope of AMHT-LRS's excess risk against n - r - k - 1", "in [-1.2, -0.8]",
+          "log-log slope of AMHT-LRS's excess risk against n - r - k - 1, same n",
+          "in [-1.2, -0.8]",
           _noisy_risk_slope),
     Claim("DP: epsilon spent <= target", ("privacy",),
           "largest epsilon spent / epsilon target", "<= 1", _dp_budget),
