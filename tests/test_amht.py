@@ -1,5 +1,7 @@
 """Recovery, convergence and efficiency of AMHT-LRS against planted truths and oracles."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -171,10 +173,32 @@ def test_same_seed_same_bits():
 
 def test_fresh_samples_recovers_with_enough_samples():
     problem, data = make_instance(d=20, t=300, r=2, k=1, n=400, seed=9)
+    # (20 fresh samples per iteration: "auto" takes Huber; Adaptive() contracts slower
+    # here, distance 7e-6 after the 20 iterations)
     fit = ls.AMHTLRS(2, 1, n_iter=20, fresh_samples=True).fit(data.X, data.y)
     assert metrics.subspace_distance(problem.U, fit.U_) <= 1e-8
     with pytest.raises(ValueError, match="fresh_samples needs n // n_iter >= rank \\+ sparsity = 3"):
         ls.AMHTLRS(2, 1, n_iter=200, fresh_samples=True).fit(data.X, data.y)
+
+
+@pytest.mark.parametrize("d,k,n", [(20, 1, 400), (50, 2, 400), (20, 2, 32)])
+def test_default_converges_where_every_user_is_well_fitted(d, k, n):
+    # n = 400: the moment initialization is within the U step's first CG tolerance of U*
+    # (6e-4); CG must still move U, or the zero change reads as convergence (it stalled
+    # there, "converged"). d=20, k=2, n=32: Adaptive's tail alone needs > 100 iterations.
+    problem, data = make_instance(d=d, t=300, r=2, k=k, n=n, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ls.ConvergenceWarning)
+        fit = ls.amht_lrs(data.X, data.y, 2, k, n_iter=40)
+    assert metrics.subspace_distance(problem.U, fit.U) <= 1e-9
+
+
+def test_auto_rule_is_adaptive_where_users_can_be_misfitted():
+    from lowrank_sparse.robust import default_rule
+    assert isinstance(default_rule(8, 50, 2, 2), ls.Adaptive)    # d=50, n=8: 37% fitted
+    assert isinstance(default_rule(20, 100, 5, 5), ls.Adaptive)  # the million-user setting
+    assert isinstance(default_rule(400, 50, 2, 2), ls.Huber)
+    assert isinstance(default_rule(8, 50, 2, 0), ls.Huber)       # no sparse part
 
 
 def test_personalize_new_users_with_frozen_subspace():

@@ -9,13 +9,13 @@ from .baselines import (ConvexLowRankSparse, LowRankOnly, PerUserLeastSquares,
 from .dp_amht import NotPrivateDiagnostics, PrivateHistory, dp_amht_lrs
 from .estimators import AMHTLRS, DPAMHTLRS, KnownSubspace, Oracle
 from .privacy import PrivacyReport
-from .robust import Huber, Trimmed
+from .robust import Adaptive, Huber, Trimmed
 from .local import BACKENDS, LocalFit, local_step
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConvexLowRankSparse", "LowRankOnly", "PerUserLeastSquares", "PerUserSparse",
+    "Adaptive", "ConvexLowRankSparse", "LowRankOnly", "PerUserLeastSquares", "PerUserSparse",
     "PrivateLowRankOnly",
     "AMHTLRS", "BACKENDS", "ConvergenceWarning", "DPAMHTLRS", "Data", "NotPrivateDiagnostics", "PrivacyReport",
     "PrivateHistory", "dp_amht_lrs", "FitResult", "History", "Huber", "KnownSubspace",

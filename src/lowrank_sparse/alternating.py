@@ -77,7 +77,7 @@ class Run:
 
 def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restarts,
               n_starts=1, htp_iter=20, batches=None, chunk_size=None, backend="numba",
-              blas_single_threaded=True, callback=None) -> Run:
+              blas_single_threaded=True, callback=None, final_step=True) -> Run:
     """Alternate local steps and ``global_step`` from the subspace U (d, r).
 
     ``global_step(U, X_batch, fit, changes) -> (U_new, info)``: the new U (any basis; it
@@ -86,6 +86,8 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
     ``batches``: optional list of per-iteration sample slices (fresh samples); the final
     local step always uses every sample. Stops after ``n_iter`` iterations or, unless
     ``tol`` is None, when the change of U is <= ``tol``. ``callback(iteration, U)`` after each global step.
+    ``final_step=False`` skips the final local step (``final`` is None): for a run that
+    only refines U for another.
     """
     t, n, d = X.shape
     restart_above = RESTART_OUTLIERS_ABOVE if cross_user_restarts else None
@@ -114,9 +116,9 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
             if tol is not None and changes[-1] <= tol:
                 converged = True
                 break
-        final = local_step(X, y, U, sparsity, support_init=support, max_iter=htp_iter,
-                           n_starts=n_starts, restart_above=restart_above,
-                           chunk_size=chunk_size, backend=backend, out=spare)
+        final = None if not final_step else local_step(
+            X, y, U, sparsity, support_init=support, max_iter=htp_iter, n_starts=n_starts,
+            restart_above=restart_above, chunk_size=chunk_size, backend=backend, out=spare)
     return Run(U=U, final=final, changes=np.array(changes), steps=steps,
                train_loss=np.array(losses), seconds=np.array(seconds), converged=converged)
 

@@ -118,7 +118,7 @@ class AMHTLRS(PersonalizedModel):
     """
 
     def __init__(self, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
-                 fresh_samples=False, robust=Huber(), n_starts=1, htp_iter=20, solver="cg",
+                 fresh_samples=False, robust="auto", n_starts=1, htp_iter=20, solver="cg",
                  chunk_size=None, backend="numba", rng=None):
         self.rank = rank
         self.sparsity = sparsity
@@ -150,7 +150,10 @@ class AMHTLRS(PersonalizedModel):
 
 class LowRankOnly(AMHTLRS):
     """AMHT-LRS with sparsity 0: theta_i = U w_i only (alternating minimization for a
-    shared subspace, as in FedRep / AltMin). The keywords of AMHTLRS but ``sparsity``."""
+    shared subspace, as in FedRep / AltMin). The keywords of AMHTLRS but ``sparsity``;
+    ``robust`` defaults to ``Huber()`` (AMHTLRS's former default), so this baseline's
+    results are unchanged by AMHTLRS's ``"auto"`` rule: with sparsity 0 on data with
+    sparse parts no user is fitted exactly and there is no cluster to keep."""
 
     def __init__(self, rank, *, n_iter=100, tol=1e-10, init="moments", fresh_samples=False,
                  robust=Huber(), n_starts=1, htp_iter=20, solver="cg", chunk_size=None,

@@ -53,6 +53,10 @@ def _apply(X, V, W, omega, chunk_size):
     return out
 
 
+#: Each CG solve cuts the estimated error of U by at least this factor.
+CG_MIN_REDUCTION = 0.1
+
+
 def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_sq=None,
              tol=1e-12, max_iter=100, backend="numba"):
     """Preconditioned CG for the U normal equations, warm-started at U0 (d, r).
@@ -62,7 +66,7 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
     sum_i omega_i X_i^T (z_i - X_i U0 w_i) w_i^T (from a local fit's residual
     correlations when U0 is the U it used), which saves a pass over X.
     Stops when the preconditioned residual, the estimated error of U, is below
-    tol * ||U0||_F (tol alone if U0 = 0).
+    tol * ||U0||_F (tol alone if U0 = 0) and below CG_MIN_REDUCTION times its value at U0.
     col_sq: optional (t,) ||X_i||_F^2, reused across outer iterations.
     chunk_size: users per block of the numpy backend.
     backend: "numba" (one compiled read of X per operator application) or "numpy" (the
@@ -84,9 +88,12 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
     K_cho = scipy.linalg.cho_factor(K + 1e-300 * np.eye(K.shape[0]))
     precond = lambda M: scipy.linalg.cho_solve(K_cho, M.T).T  # M K^{-1}
     res = rhs - apply(U0) if residual0 is None else residual0.copy()
-    threshold = tol * (np.linalg.norm(U0) or 1.0)
     U = U0.copy()
     z = precond(res)
+    # At least a tenfold cut of the estimated error as well: a warm start already within
+    # tol would leave U unchanged, and the caller would read the zero change as convergence
+    # (seen: a moment initialization 6e-4 from U* "converged" at once).
+    threshold = min(tol * (np.linalg.norm(U0) or 1.0), CG_MIN_REDUCTION * np.linalg.norm(z))
     p = z.copy()
     rz = np.vdot(res, z)
     it = 0
