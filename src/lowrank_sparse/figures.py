@@ -135,7 +135,9 @@ OUTPUTS: dict[str, Output] = {output.stem: output for output in [
     Output("n50_dimension", "figure", "n50_dimension",
            "n_50 against d with t n = 60 d r (r=k=2, noiseless), 95% bootstrap intervals: "
            "AMHT-LRS, KnownSubspace and Oracle with fitted a + b log d, per-user least "
-           "squares (shares nothing, so run at t=40) with a fitted line in d (log-log axes).",
+           "squares (shares nothing, so run at t=40) with a fitted line in d (log-log axes); "
+           "triangles: half the users recovered at the grid's first n already (an upper "
+           "bound, not fitted: the Oracle's n_50 is r + k, dotted).",
            sweeps={"dimension": ("amht_lrs", "known_subspace", "oracle"),
                    "dimension_least_squares": ("per_user_least_squares",)}),
     Output("n50_users", "figure", "n50_users",

@@ -230,7 +230,8 @@ def phase_diagram(results: pd.DataFrame, traces=None):
         ax.plot(n_line, C * d * r / n_line, "r-", lw=1.2, label=f"t n = {C:.0f} d r")
     ax.set(yscale="log", xlabel="samples per user n", ylabel="users t",
            ylim=(_cell_edges(ts, log=True)[0], _cell_edges(ts, log=True)[-1]),
-           xlim=(_cell_edges(ns)[0], _cell_edges(ns)[-1]), title=f"d={d}, r={r}, k={k}")
+           xlim=(min(_cell_edges(ns)[0], r + k - 0.5), _cell_edges(ns)[-1]),
+           title=f"d={d}, r={r}, k={k}")
     _plain_log(ax.yaxis)
     ax.set_yticks(ts)
     ax.legend(fontsize="x-small", loc="upper right", framealpha=0.8)
@@ -249,6 +250,11 @@ def n50_dimension(results: pd.DataFrame, traces=None):
         group = group.sort_values("d")
         ax.errorbar(group["d"], group["n_50"], yerr=_yerr(group), fmt="o", ms=3.5,
                     color=f"C{i}", capsize=2, label=_label(method))
+        start = group[group["at_grid_start"]]
+        if len(start):  # reached at the grid's first n: an upper bound, not fitted
+            ax.scatter(start["d"], start["n_50"], marker="v", s=40, color=f"C{i}",
+                       label=f"{_label(method)}: at most (first n of the grid)")
+        group = group[~group["at_grid_start"]]
         linear = method == "per_user_least_squares"
         x = group["d"] if linear else np.log(group["d"])
         try:
@@ -259,6 +265,8 @@ def n50_dimension(results: pd.DataFrame, traces=None):
         ax.plot(ds, a + b * (ds if linear else np.log(ds)), lw=1, color=f"C{i}",
                 label=(f"{a:.1f} + {b:.2f} d" if linear else f"{a:.1f} + {b:.2f} log d")
                 + f", R² {r2:.3f}")
+    r, k = int(table["r"].iloc[0]), int(table["k"].iloc[0])
+    ax.axhline(r + k, color="grey", ls=":", lw=1, label="n = r + k (the Oracle's, exact)")
     ax.set(xscale="log", yscale="log", xlabel="dimension d", ylabel="n_50")
     _plain_log(ax.xaxis)
     _plain_log(ax.yaxis)
@@ -320,6 +328,9 @@ def noise(results: pd.DataFrame, traces=None):
         slope = f"no slope (fewer than {MIN_FIT_POINTS} points)"
     ax.set(xscale="log", yscale="log", xlabel="total samples t n",
            ylabel="subspace distance", title=f"n = {users['n'].iloc[0]}: {slope}")
+    _plain_log(ax.xaxis)
+    ax.set_xticks(sorted(users["samples"].unique()))
+    ax.tick_params(axis="x", labelrotation=45)
     ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig

@@ -47,7 +47,9 @@ def n50_draws(results: pd.DataFrame, sweep: str = "phase_transition") -> pd.Data
     Returns
     -------
     DataFrame
-        One row per setting: the setting's columns, ``n_50`` and ``draws`` (an array of
+        One row per setting: the setting's columns, ``n_50``, ``at_grid_start`` (half the
+        users were recovered at the smallest n of the grid already: the n_50 is at most
+        that, e.g. the Oracle's, which is r + k) and ``draws`` (an array of
         ``BOOTSTRAP_DRAWS`` n_50 values).
     """
     by = list(N50_SETTING.get(sweep, ("method", "d", "t", "r", "k")))
@@ -63,9 +65,10 @@ def n50_draws(results: pd.DataFrame, sweep: str = "phase_transition") -> pd.Data
         resampled = np.take_along_axis(np.broadcast_to(S, pick.shape), pick, axis=2)
         recovered = rng.binomial(users[None, :, None], resampled) / users[None, :, None]
         draws = _n50_of_curves(grid, recovered.mean(axis=2))
-        out.append({**dict(zip(by, key)), "n_50": n_50(grid, S.mean(axis=1)),
+        point = n_50(grid, S.mean(axis=1))
+        out.append({**dict(zip(by, key)), "n_50": point, "at_grid_start": point == grid[0],
                     "draws": np.where(np.isnan(draws), np.inf, draws)})
-    return pd.DataFrame(out, columns=[*by, "n_50", "draws"])
+    return pd.DataFrame(out, columns=[*by, "n_50", "at_grid_start", "draws"])
 
 
 def _n50_of_curves(grid, curves, level=0.5):
