@@ -146,10 +146,13 @@ def test_chunked_and_unchunked_fits_agree():
     np.testing.assert_allclose(chunked.theta, whole.theta, atol=1e-10)
 
 
-def test_compiled_fit_does_not_depend_on_the_number_of_threads():
+def test_compiled_fit_does_not_depend_on_the_number_of_threads(monkeypatch):
     # Sums over users are taken in blocks fixed by t, so the bits are the same.
     import numba
 
+    from lowrank_sparse import _linalg
+
+    monkeypatch.setattr(_linalg, "PARALLEL_MIN_ENTRIES", 0)  # threads even for this size
     problem, data = make_instance(d=30, t=700, r=3, k=2, n=25, noise=0.05, seed=6)
     fits = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
@@ -247,3 +250,25 @@ def test_moment_init_finds_the_subspace_with_many_samples():
     U0 = ls.moment_init(data.X, data.y, 2)
     np.testing.assert_allclose(U0.T @ U0, np.eye(2), atol=1e-12)
     assert metrics.subspace_distance(problem.U, U0) <= 0.2
+
+
+def test_float32_storage_is_kept_and_fits_as_float64():
+    # X given in float32 stays float32 through the fit (no float64 copy of it: the
+    # memory a million users need), and the arithmetic is float64: the fit equals the
+    # fit of the same values stored in float64, to rounding.
+    import tracemalloc
+
+    problem, data = make_instance(d=30, t=2000, r=2, k=2, n=25, noise=0.0, seed=3)
+    X32 = data.X.astype(np.float32)
+    ls.local.precompile(("float32",))  # loading the kernels allocates too: not the fit's
+    tracemalloc.start()
+    try:
+        fit32 = ls.amht_lrs(X32, data.y, 2, 2, tol=1e-12, chunk_size=100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.6 * X32.nbytes * 2  # well below a float64 copy of X
+    fit64 = ls.amht_lrs(X32.astype(np.float64), data.y, 2, 2, tol=1e-12, chunk_size=100)
+    assert fit32.converged and fit64.converged
+    assert metrics.subspace_distance(fit32.U, fit64.U) <= 1e-10
+    np.testing.assert_allclose(fit32.theta, fit64.theta, atol=1e-9)

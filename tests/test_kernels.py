@@ -100,3 +100,101 @@ def test_degenerate_user_does_not_disturb_the_others(instance):
     assert all(np.all(np.isfinite(f.W)) and np.all(np.isfinite(f.values)) for f in fits)
     np.testing.assert_allclose(fits[0].residual[0], fits[1].residual[0], rtol=1e-8)
     assert_same_fit(fits[0].users(slice(1, None)), fits[1].users(slice(1, None)), atol=1e-8)
+
+
+def test_every_layout_compiles_once_and_gives_the_same_fit(instance):
+    # Fortran order and strided views (as fresh_samples' batches) are brought to the one
+    # layout the kernels are compiled for: the same fit bit for bit, and no kernel has a
+    # signature with an array that is not C-contiguous.
+    from numba import types
+    from lowrank_sparse import _kernels
+
+    _, data, U = instance
+    X, y = data.X, data.y
+    reference = ls.local_step(X, y, U, 3)
+    spaced = np.zeros(X.shape[:2] + (2 * X.shape[2],))
+    spaced[:, :, ::2] = X
+    doubled = np.concatenate([X, X], axis=1)
+    for X_ in (np.asfortranarray(X), spaced[:, :, ::2], doubled[:, :X.shape[1]]):
+        y_ = np.asfortranarray(y)
+        fit = ls.local_step(X_, y_, U, 3)
+        assert_same_fit(fit, reference, atol=0)
+    for kernel in (_kernels._fit_tasks, _kernels._normal_operator_blocks):
+        for signature in kernel.signatures:
+            arrays = [a for a in signature if isinstance(a, types.Array)]
+            assert arrays and all(a.layout == "C" for a in arrays), signature
+
+
+def test_float32_storage_changes_only_storage(instance):
+    # The same values stored in float32 and in float64: the arithmetic is float64 either
+    # way, so the fits agree to rounding, and float32 storage against the numpy
+    # reference gives the same supports.
+    _, data, U = instance
+    X32 = data.X.astype(np.float32)
+    fit32 = ls.local_step(X32, data.y, U, 3, n_starts=2)
+    fit64 = ls.local_step(X32.astype(np.float64), data.y, U, 3, n_starts=2)
+    assert_same_fit(fit32, fit64, atol=1e-12)
+    assert all(getattr(fit32, f).dtype == np.float64
+               for f in ("W", "values", "residual_correlations"))
+    assert_same_fit(fit32, ls.local_step(X32, data.y, U, 3, n_starts=2, backend="numpy"))
+    omega = np.random.default_rng(3).uniform(0, 1, X32.shape[0])
+    np.testing.assert_allclose(_apply_compiled(X32, U, fit32.W, omega),
+                               _apply(X32.astype(np.float64), U, fit32.W, omega, 100),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_sample_data_draws_float32_directly():
+    problem = ls.make_problem(20, 50, 2, 2, rng=0)
+    data = ls.sample_data(problem, 8, n_test=3, rng=1, dtype="float32")
+    assert data.X.dtype == data.X_test.dtype == np.float32
+    assert data.y.dtype == np.float64
+    # noiseless: y is theta applied to the stored float32 X, summed in float64
+    np.testing.assert_allclose(
+        data.y, np.einsum("tnd,td->tn", data.X.astype(np.float64), problem.theta),
+        rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="dtype must be float64 or float32"):
+        ls.sample_data(problem, 8, dtype="float16")
+
+
+def test_singular_refit_gets_the_minimum_norm_solution():
+    # The kernels' fallback for a singular refit (collinear regressors): numpy's
+    # hermitian pinv, with Jacobi eigenpairs (no LAPACK), on PSD matrices of every rank
+    # (non-zero eigenvalues in [0.5, 2]); zero for non-finite input.
+    from lowrank_sparse._kernels import _solve_spd
+
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 5, 10):
+        for rank in range(m + 1):
+            basis = np.linalg.qr(rng.standard_normal((m, m)))[0][:, :rank]
+            G = basis @ np.diag(rng.uniform(0.5, 2.0, rank)) @ basis.T
+            h = rng.standard_normal(m)
+            padded_G, padded_h = np.zeros((m + 1, m + 1)), np.zeros(m + 1)
+            padded_G[:m, :m], padded_h[:m] = G, h
+            x = np.full(m + 1, np.nan)
+            _solve_spd(padded_G, padded_h, x, np.zeros((m + 1, m + 1)), m)
+            np.testing.assert_allclose(x[:m], np.linalg.pinv(G, hermitian=True) @ h,
+                                       rtol=1e-12, atol=1e-12)
+    for bad in (np.inf, np.nan):
+        x = np.ones(2)
+        _solve_spd(np.array([[1.0, 1.0], [1.0, bad]]), np.ones(2), x, np.zeros((2, 2)), 2)
+        np.testing.assert_array_equal(x, 0.0)
+
+
+def test_small_work_runs_on_the_calling_thread_only(monkeypatch):
+    # Below PARALLEL_MIN_ENTRIES entries of X no other thread is woken; at or above it
+    # the tasks are shared by numba's threads (results are the same either way).
+    import threading
+
+    import numba
+
+    from lowrank_sparse import _kernels, _linalg
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
+    seen = set()
+    record = lambda first, stride: seen.add(threading.get_ident())
+    _kernels._on_threads(record, 8, _linalg.PARALLEL_MIN_ENTRIES - 1)
+    assert seen == {threading.get_ident()}
+    seen.clear()
+    _kernels._on_threads(record, 8, _linalg.PARALLEL_MIN_ENTRIES)
+    assert len(seen) == min(numba.get_num_threads(), 8)

@@ -71,7 +71,7 @@ def test_too_few_samples_for_rank_plus_sparsity(xy):
     ({"n_iter": 2.5}, "n_iter must be an integer; got 2.5"),
     ({"tol": -1.0}, "tol must be >= 0; got -1.0"),
     ({"robust": 3.0},
-     r"robust must be Adaptive\(\), Huber\(c\), Trimmed\(fraction\) or None; got 3.0"),
+     r"robust must be 'auto', Adaptive\(\), Huber\(c\), Trimmed\(fraction\) or None; got 3.0"),
     ({"solver": "lu"}, "solver must be 'cg' or 'direct'; got 'lu'"),
     ({"init": "svd"}, "init must be 'moments', 'random' or a \\(d, r\\) array; got 'svd'"),
     ({"init": np.ones((9, 2))}, r"init must have shape \(10, 2\); got \(9, 2\)"),

@@ -5,15 +5,16 @@ The numpy implementations in :mod:`lowrank_sparse.local` and
 operation is its own pass over X: an outer iteration at t=1e5 costs ~20 passes. Here one
 loop over users does all of a user's work while X_i (n x d, 16 KB at n=20, d=100) is in
 cache: A_i = X_i U, a basis of its range, the OMP starts, hard thresholding pursuit
-with its refits, and the user's contributions to the U step's normal equations. The
-small helpers are inlined into the loop (``inline="always"``): as calls, passing their
-array arguments cost 22 % of the local step. Compiling takes about a minute per array
-type; numba caches the result next to this file.
+with its refits, and the user's contributions to the U step's normal equations.
 
 The arithmetic is the numpy reference's (:func:`lowrank_sparse.local._solve_block`),
 step for step; they differ by rounding (Cholesky instead of LU solves, a basis from the
 Cholesky factor of A^T A instead of Householder QR), which ``tests/test_kernels.py``
-bounds.
+bounds. X may be stored in float32 or float64; every product and sum is float64.
+
+Inputs must come in one layout (:func:`lowrank_sparse.local.kernel_arrays`): C-contiguous
+arrays, X float32 or float64, everything else float64 or intp, so that each X dtype
+compiles once (about 15 s, cached on disk by numba).
 
 Determinism: users are independent, and sums over users are taken in blocks of
 ``BLOCK`` users fixed by t alone, then added in block order, so results do not depend on
@@ -22,8 +23,15 @@ the number of threads.
 
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ._linalg import worth_threads
 
 #: Users per block of the partial sums over users (fixed, so sums do not depend on the
 #: number of threads).
@@ -35,11 +43,114 @@ USERS_PER_TASK = 64
 _FAST = {"reassoc", "contract"}
 
 
-def _jit(parallel=False, inline="never"):
-    return njit(cache=True, fastmath=_FAST, parallel=parallel, nogil=True, inline=inline)
+# inline="always" (numba's own inlining, typed again at every call site) only for
+# helpers with one or two call sites: small helpers called from many sites are inlined
+# by LLVM anyway, and inlining them in numba made the cold compile 38 s of CPU instead
+# of 30 s (benchmarks/bench_first_fit.py) for no measurable speed.
+def _jit(inline="never"):
+    return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline)
+
+
+#: What the local step writes, one row per user: support (t, k) intp, coef (t, r + k)
+#: [w_i, the values of b_i on the support], residual (t,) ||e_i||^2, vectors (t, n) the
+#: residual e_i, lowrank (t, n) A_i w_i, corr_residual (t, d) X_i^T e_i.
+LocalOutputs = namedtuple("LocalOutputs",
+                          "support coef residual vectors lowrank corr_residual")
+
+#: How the local step fits each user it is given: HTP from the user's warm support (if
+#: use_warm) and from n_starts greedy starts, at most max_iter iterations each; with
+#: keep_existing the fit already in the outputs competes too (a restart).
+LocalSettings = namedtuple("LocalSettings",
+                           "sparsity n_starts max_iter use_warm keep_existing")
+
+#: One thread's work arrays for a user (m = r + k), from :func:`_work`.
+Work = namedtuple("Work", [
+    "At",         # (r, n) A_i^T = (X_i U)^T: the first r rows of Mt
+    "LA",         # (r, r) Cholesky factor of A^T A, or I when Qt is the basis
+    "Qt",         # (r, n) orthonormal basis of range(A_i) when A^T A is singular
+    "coords",     # (r,) Q^T v, coordinates in range(A_i)
+    "Mt",         # (m, n) regressors of the refit, [A_i, X_i[:, S]]^T
+    "G",          # (m, m) their Gram matrix
+    "h",          # (m,) M^T y_i
+    "L",          # (m, m) Cholesky factor of G
+    "coef",       # (m,) refit coefficients [w, b_S]
+    "res",        # (n,) refit residual
+    "S",          # (k,) current support, sorted
+    "T",          # (k,) the k largest gradient entries
+    "grad",       # (d,) X_i^T res
+    "b",          # (d,) b of the current point
+    "score",      # (d,) selection scores
+    "top_score",  # (k,) scores of the k best so far (top-k insertion list)
+    "direction",  # (n,) X_T g_T, the line-search direction in sample space
+    "Py",         # (n,) P y_i, the response off range(A_i)
+    "colnorm",    # (d,) ||P x_j||, projected column norms
+    "BX",         # (r, d) B^T X_i, for them
+    "seeds",      # (n_starts,) first columns of the greedy starts
+    "best_S",     # (k,) the lowest-residual point of an HTP run: support,
+    "best_coef",  # (m,) coefficients,
+    "best_res",   # (n,) residual,
+    "best_grad",  # (d,) X_i^T residual (when HTP stopped there)
+])
 
 
 @_jit(inline="always")
+def _work(n, d, r, k, n_starts):
+    """Work arrays for users with n samples, d features, rank r, sparsity k."""
+    m, kk, rr = r + k, max(k, 1), max(r, 1)
+    Mt = np.empty((m, n))
+    return Work(At=Mt[:r], LA=np.zeros((rr, rr)), Qt=np.empty((r, n)), coords=np.empty(rr),
+                Mt=Mt, G=np.empty((m, m)), h=np.empty(m), L=np.zeros((m, m)),
+                coef=np.empty(m), res=np.empty(n), S=np.empty(kk, dtype=np.intp),
+                T=np.empty(kk, dtype=np.intp), grad=np.empty(d), b=np.empty(d),
+                score=np.empty(d), top_score=np.empty(kk), direction=np.empty(n),
+                Py=np.empty(n), colnorm=np.empty(d), BX=np.empty((r, d)),
+                seeds=np.empty(max(n_starts, 1), dtype=np.intp),
+                best_S=np.empty(kk, dtype=np.intp), best_coef=np.empty(m),
+                best_res=np.empty(n), best_grad=np.empty(d))
+
+
+# ---------------------------------------------------------------- small dense algebra
+
+@_jit()
+def _copy(src, dst):
+    """dst = src for vectors (a loop: slice assignment is slow to compile; this is
+    compiled once and inlined by LLVM)."""
+    for a in range(src.shape[0]):
+        dst[a] = src[a]
+
+
+@_jit()
+def _copy_head(src, dst, m):
+    """dst[:m] = src[:m]."""
+    for a in range(m):
+        dst[a] = src[a]
+
+
+@_jit()
+def _fill(dst, value):
+    for a in range(dst.shape[0]):
+        dst[a] = value
+
+
+@_jit()
+def _dot_rows(A, p, B, q):
+    """A[p] . B[q] for rows of 2-d arrays (no views: each view costs a reference count)."""
+    s = 0.0
+    for a in range(A.shape[1]):
+        s += A[p, a] * B[q, a]
+    return s
+
+
+@_jit()
+def _sum_squares(u, m):
+    """||u[:m]||^2."""
+    s = 0.0
+    for c in range(m):
+        s += u[c] * u[c]
+    return s
+
+
+@_jit()
 def _dot(u, v):
     """u . v without a temporary (array expressions allocate inside a kernel)."""
     s = 0.0
@@ -48,7 +159,144 @@ def _dot(u, v):
     return s
 
 
+@_jit()
+def _correlate(Xi, v, g):
+    """g = X_i^T v, four rows of X_i at a time (g is loaded and stored once per four)."""
+    n, d = Xi.shape
+    _fill(g, 0.0)
+    a = 0
+    while a + 4 <= n:
+        v0, v1, v2, v3 = v[a], v[a + 1], v[a + 2], v[a + 3]
+        for j in range(d):
+            g[j] += (Xi[a, j] * v0 + Xi[a + 1, j] * v1) + (Xi[a + 2, j] * v2 + Xi[a + 3, j] * v3)
+        a += 4
+    for a in range(a, n):
+        va = v[a]
+        for j in range(d):
+            g[j] += Xi[a, j] * va
+
+
+@_jit()
+def _cholesky(G, L, m, rel_tol, shift):
+    """L = the lower Cholesky factor of the leading m x m block of G + shift I (G
+    symmetric). Returns False (L unfinished) at a pivot not above rel_tol times its
+    diagonal entry: G + shift I is numerically singular (or not finite)."""
+    for c in range(m):
+        s = G[c, c] + shift
+        for p in range(c):
+            s -= L[c, p] * L[c, p]
+        if not s > rel_tol * (G[c, c] + shift):
+            return False
+        L[c, c] = np.sqrt(s)
+        for a in range(c + 1, m):
+            s = G[a, c]
+            for p in range(c):
+                s -= L[a, p] * L[c, p]
+            L[a, c] = s / L[c, c]
+    return True
+
+
+@_jit()
+def _forward(L, x, m):
+    """x[:m] <- L^{-1} x[:m] (L lower triangular)."""
+    for a in range(m):
+        s = x[a]
+        for p in range(a):
+            s -= L[a, p] * x[p]
+        x[a] = s / L[a, a]
+
+
+@_jit()
+def _backward(L, x, m):
+    """x[:m] <- L^{-T} x[:m]."""
+    for a in range(m - 1, -1, -1):
+        s = x[a]
+        for p in range(a + 1, m):
+            s -= L[p, a] * x[p]
+        x[a] = s / L[a, a]
+
+
 @_jit(inline="always")
+def _solve_spd(G, h, x, L, m):
+    """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by Cholesky;
+    the pseudo-inverse solution (:func:`_solve_pinv`) if G is numerically singular (a
+    pivot below 1e-12 of its diagonal entry: regressors collinear to within ~1e-6)."""
+    if not _cholesky(G, L, m, 1e-12, 0.0):
+        _solve_pinv(G, h, x, m)
+        return
+    _copy_head(h, x, m)
+    _forward(L, x, m)
+    _backward(L, x, m)
+
+
+@_jit()
+def _solve_pinv(G, h, x, m):
+    """The minimum-norm least-squares x[:m] for a singular G, as numpy's hermitian pinv:
+    x = sum over the eigenpairs (lambda, v) of G with |lambda| > 1e-15 max|lambda| of
+    v (v . h) / lambda, the eigenpairs by cyclic Jacobi rotations (plain loops: the
+    kernels link no LAPACK). x = 0 if G or h is not finite: an overflowing user then
+    gets no fit instead of stopping everyone's."""
+    _fill(x[:m], 0.0)
+    for a in range(m):
+        if not np.isfinite(h[a]):
+            return
+        for b in range(m):
+            if not np.isfinite(G[a, b]):
+                return
+    A = np.empty((m, m))  # becomes diag(lambda) = V^T G V
+    V = np.zeros((m, m))
+    scale = 0.0
+    for a in range(m):
+        V[a, a] = 1.0
+        for b in range(m):
+            A[a, b] = G[a, b]
+            scale += G[a, b] * G[a, b]
+    for _ in range(100):  # sweeps; convergence is quadratic once off-diagonals are small
+        off = 0.0
+        for p in range(m):
+            for q in range(p + 1, m):
+                off += A[p, q] * A[p, q]
+        if not off > 1e-36 * scale:
+            break
+        for p in range(m - 1):
+            for q in range(p + 1, m):
+                if A[p, q] == 0.0:
+                    continue
+                # The rotation J (c, s) in the (p, q) plane that zeroes A[p, q] of J^T A J.
+                theta = (A[q, q] - A[p, p]) / (2.0 * A[p, q])
+                if abs(theta) < 1e150:
+                    tan = 1.0 / (abs(theta) + np.sqrt(theta * theta + 1.0))
+                else:
+                    tan = 0.5 / abs(theta)
+                if theta < 0.0:
+                    tan = -tan
+                c = 1.0 / np.sqrt(tan * tan + 1.0)
+                s = tan * c
+                for a in range(m):  # A <- A J, V <- V J
+                    ap, aq = A[a, p], A[a, q]
+                    A[a, p], A[a, q] = c * ap - s * aq, s * ap + c * aq
+                    vp, vq = V[a, p], V[a, q]
+                    V[a, p], V[a, q] = c * vp - s * vq, s * vp + c * vq
+                for a in range(m):  # A <- J^T A
+                    pa, qa = A[p, a], A[q, a]
+                    A[p, a], A[q, a] = c * pa - s * qa, s * pa + c * qa
+    cutoff = 0.0
+    for c in range(m):
+        cutoff = max(cutoff, abs(A[c, c]))
+    cutoff *= 1e-15
+    for c in range(m):
+        if abs(A[c, c]) > cutoff:
+            s = 0.0
+            for a in range(m):
+                s += V[a, c] * h[a]
+            s /= A[c, c]
+            for a in range(m):
+                x[a] += s * V[a, c]
+
+
+# ---------------------------------------------------------------- A_i = X_i U and its range
+
+@_jit()
 def _lowrank_features(Xi, Ut, At):
     """A_i^T = (X_i U)^T (r, n) from U^T (r, d): dot products along the contiguous d,
     four rows of X_i by two columns of U at a time (8 accumulators share each load;
@@ -93,33 +341,39 @@ def _lowrank_features(Xi, Ut, At):
 
 
 @_jit(inline="always")
-def _range_basis(At, G, L, Qt):
-    """A basis (B, L) of range(A_i) with Q = B L^{-T} orthonormal, so Q^T v = L^{-1} B^T v
-    (:func:`_range_coords`) without forming Q: B = A_i and L the Cholesky factor of the
-    Gram matrix A^T A that :func:`_prepare` left in G. If A^T A is not numerically
-    positive definite: B = Q from modified Gram-Schmidt (twice) into Qt and L = I; a
-    vanishing column then gives a zero row, which the projection ignores. Returns B^T."""
+def _prepare(w, yi):
+    """The parts of the refit's normal equations that do not depend on the support:
+    A^T A and A^T y (A_i^T is already in the first rows of Mt)."""
+    At, G, h = w.At, w.G, w.h
+    n = At.shape[1]
+    for p in range(At.shape[0]):
+        for q in range(p + 1):
+            s = _dot_rows(At, p, At, q)
+            G[p, q] = s
+            G[q, p] = s
+        s = 0.0
+        for a in range(n):
+            s += At[p, a] * yi[a]
+        h[p] = s
+
+
+@_jit(inline="always")
+def _range_basis(w):
+    """A basis (B, LA) of range(A_i) with Q = B LA^{-T} orthonormal, so Q^T v =
+    LA^{-1} B^T v (:func:`_range_coords`) without forming Q: B = A_i and LA the Cholesky
+    factor of the Gram matrix A^T A that :func:`_prepare` left in G. If A^T A is not
+    numerically positive definite: B = Q from modified Gram-Schmidt (twice) into Qt and
+    LA = I; a vanishing column then gives a zero row, which the projection ignores.
+    Returns B^T."""
+    At, LA, Qt = w.At, w.LA, w.Qt
     r, n = At.shape
-    ok = True
-    for c in range(r):
-        s = G[c, c]
-        for p in range(c):
-            s -= L[c, p] * L[c, p]
-        if not s > 1e-12 * G[c, c]:
-            ok = False
-            break
-        L[c, c] = np.sqrt(s)
-        for a in range(c + 1, r):
-            s = G[a, c]
-            for p in range(c):
-                s -= L[a, p] * L[c, p]
-            L[a, c] = s / L[c, c]
-    if ok:
+    if _cholesky(w.G, LA, r, 1e-12, 0.0):
         return At
-    L[:, :] = 0.0
     for c in range(r):
-        L[c, c] = 1.0
-        Qt[c] = At[c]
+        _fill(LA[c], 0.0)
+    for c in range(r):
+        LA[c, c] = 1.0
+        _copy(At[c], Qt[c])
         for _ in range(2):
             for p in range(c):
                 s = _dot(Qt[p], Qt[c])
@@ -132,51 +386,34 @@ def _range_basis(At, G, L, Qt):
     return Qt
 
 
-@_jit(inline="always")
-def _range_coords(Bt, L, v, u):
-    """u = Q^T v = L^{-1} B^T v: ||P v||^2 = ||v||^2 - ||u||^2 for P = I - Q Q^T."""
-    for c in range(Bt.shape[0]):
-        s = _dot(Bt[c], v)
-        for p in range(c):
-            s -= L[c, p] * u[p]
-        u[c] = s / L[c, c]
-
-
-@_jit(inline="always")
-def _project_out(Bt, L, v, out, u):
-    """out = P v = v - Q Q^T v = v - B L^{-T} u with u = Q^T v (overwritten)."""
+@_jit()
+def _range_coords(Bt, LA, v, u):
+    """u = Q^T v = LA^{-1} B^T v: ||P v||^2 = ||v||^2 - ||u||^2 for P = I - Q Q^T."""
     r = Bt.shape[0]
-    _range_coords(Bt, L, v, u)
-    for c in range(r - 1, -1, -1):  # u <- L^{-T} u
-        s = u[c]
-        for p in range(c + 1, r):
-            s -= L[p, c] * u[p]
-        u[c] = s / L[c, c]
-    out[:] = v
+    for c in range(r):
+        s = 0.0
+        for a in range(v.shape[0]):
+            s += Bt[c, a] * v[a]
+        u[c] = s
+    _forward(LA, u, r)
+
+
+@_jit(inline="always")
+def _project_out(Bt, LA, v, out, u):
+    """out = P v = v - Q Q^T v = v - B LA^{-T} u with u = Q^T v (overwritten)."""
+    r = Bt.shape[0]
+    _range_coords(Bt, LA, v, u)
+    _backward(LA, u, r)
+    _copy(v, out)
     for c in range(r):
         uc = u[c]
         for a in range(v.shape[0]):
             out[a] -= uc * Bt[c, a]
 
 
-@_jit(inline="always")
-def _correlate(Xi, v, g):
-    """g = X_i^T v, four rows of X_i at a time (g is loaded and stored once per four)."""
-    n, d = Xi.shape
-    g[:] = 0.0
-    a = 0
-    while a + 4 <= n:
-        v0, v1, v2, v3 = v[a], v[a + 1], v[a + 2], v[a + 3]
-        for j in range(d):
-            g[j] += (Xi[a, j] * v0 + Xi[a + 1, j] * v1) + (Xi[a + 2, j] * v2 + Xi[a + 3, j] * v3)
-        a += 4
-    for a in range(a, n):
-        va = v[a]
-        for j in range(d):
-            g[j] += Xi[a, j] * va
+# ---------------------------------------------------------------- supports
 
-
-@_jit(inline="always")
+@_jit()
 def _sort_small(S, k):
     """Insertion sort of S[:k] in place (k is small: cheaper than a call to sort)."""
     for j in range(1, k):
@@ -188,7 +425,7 @@ def _sort_small(S, k):
         S[m] = v
 
 
-@_jit(inline="always")
+@_jit()
 def _top_k(score, k, S, best):
     """S = sorted indices of the k largest score (first index on ties), in one pass:
     an insertion list of the k best so far (best: their scores, descending)."""
@@ -207,7 +444,7 @@ def _top_k(score, k, S, best):
     _sort_small(S, k)
 
 
-@_jit(inline="always")
+@_jit()
 def _is_top_k(score, S, k):
     """Whether the sorted support S (k) is what :func:`_top_k` would choose: its weakest
     entry beats the strongest entry off it (scores descending, first index on ties).
@@ -227,93 +464,21 @@ def _is_top_k(score, S, k):
     return worst > strongest or (worst == strongest and worst_j < strongest_j)
 
 
-@_jit(inline="always")
-def _solve_spd(G, h, x, L, m):
-    """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by Cholesky;
-    the pseudo-inverse (as numpy's hermitian pinv) if G is singular."""
-    for c in range(m):
-        s = G[c, c]
-        for p in range(c):
-            s -= L[c, p] * L[c, p]
-        if not s > 0.0:
-            _solve_pinv(G, h, x, m)
-            return
-        L[c, c] = np.sqrt(s)
-        inv = 1.0 / L[c, c]
-        for a in range(c + 1, m):
-            s = G[a, c]
-            for p in range(c):
-                s -= L[a, p] * L[c, p]
-            L[a, c] = s * inv
-    for a in range(m):  # L z = h
-        s = h[a]
-        for p in range(a):
-            s -= L[a, p] * x[p]
-        x[a] = s / L[a, a]
-    for a in range(m - 1, -1, -1):  # L^T x = z
-        s = x[a]
-        for p in range(a + 1, m):
-            s -= L[p, a] * x[p]
-        x[a] = s / L[a, a]
-
+# ---------------------------------------------------------------- one user's local fit
 
 @_jit()
-def _solve_pinv(G, h, x, m):
-    """The minimum-norm least-squares x[:m] for a singular G (zero if G or h is not
-    finite: an overflowing user then gets no fit instead of stopping everyone's)."""
-    x[:m] = 0.0
-    if not (np.all(np.isfinite(G[:m, :m])) and np.all(np.isfinite(h[:m]))):
-        return
-    vals, vecs = np.linalg.eigh(G[:m, :m])
-    cutoff = 1e-15 * np.max(np.abs(vals))
-    for c in range(m):
-        if abs(vals[c]) > cutoff:
-            s = 0.0
-            for a in range(m):
-                s += vecs[a, c] * h[a]
-            s /= vals[c]
-            for a in range(m):
-                x[a] += s * vecs[a, c]
-
-
-@_jit()
-def _work(n, d, r, k):
-    """Work arrays of one thread: M^T rows (m, n) [A_i^T; X_i[:, S]^T], Gram G, h,
-    Cholesky factor L, coef, residual, gradient g, b, score, top-k buffer, T, two
-    n-vectors."""
-    m = r + k
-    kk = max(k, 1)
-    return (np.empty((m, n)), np.empty((m, m)), np.empty(m), np.zeros((m, m)), np.empty(m),
-            np.empty(n), np.empty(d), np.empty(d), np.empty(d), np.empty(kk),
-            np.empty(kk, dtype=np.int64), np.empty(n), np.empty(n))
-
-
-@_jit(inline="always")
-def _prepare(At, yi, w):
-    """Store A_i^T in the first r rows of M^T and the parts of the refit's normal
-    equations that do not depend on the support: A^T A and A^T y."""
-    Mt, G, h = w[0], w[1], w[2]
-    r = At.shape[0]
-    for p in range(r):
-        Mt[p] = At[p]
-        for q in range(p + 1):
-            s = _dot(At[p], At[q])
-            G[p, q] = s
-            G[q, p] = s
-        h[p] = _dot(At[p], yi)
-
-
-@_jit(inline="always")
-def _refit(Xi, yi, r, S, m_cols, w, coef, res):
-    """Least squares of y_i on [A_i, X_i[:, S[:m_cols]]] (A_i from :func:`_prepare`):
-    coef (r + m_cols), residual vector res (n); returns the squared residual."""
-    Mt, G, h, L = w[0], w[1], w[2], w[3]
+def _refit(Xi, yi, w, m_cols):
+    """Least squares of y_i on [A_i, X_i[:, S[:m_cols]]] (A^T A, A^T y from
+    :func:`_prepare`): coefficients w.coef (r + m_cols), residual vector w.res (n);
+    returns the squared residual."""
+    Mt, G, h, S, coef, res = w.Mt, w.G, w.h, w.S, w.coef, w.res
     n = Xi.shape[0]
+    r = w.At.shape[0]
     m = r + m_cols
     for c in range(m_cols):
-        col = Mt[r + c]
+        j = S[c]
         for a in range(n):
-            col[a] = Xi[a, S[c]]
+            Mt[r + c, a] = Xi[a, j]
     for p in range(r, m):  # new rows of the Gram matrix, four entries at a time
         q = 0
         while q + 4 <= p + 1:
@@ -327,50 +492,59 @@ def _refit(Xi, yi, r, S, m_cols, w, coef, res):
             G[p, q], G[p, q + 1], G[p, q + 2], G[p, q + 3] = s0, s1, s2, s3
             q += 4
         for q in range(q, p + 1):
-            G[p, q] = _dot(Mt[p], Mt[q])
+            G[p, q] = _dot_rows(Mt, p, Mt, q)
         for q in range(p):
             G[q, p] = G[p, q]
-        h[p] = _dot(Mt[p], yi)
-    _solve_spd(G, h, coef, L, m)
-    res[:] = yi
+        s = 0.0
+        for a in range(n):
+            s += Mt[p, a] * yi[a]
+        h[p] = s
+    _solve_spd(G, h, coef, w.L, m)
+    _copy(yi, res)
     for c in range(m):
         cc = coef[c]
-        row = Mt[c]
         for a in range(n):
-            res[a] -= cc * row[a]
+            res[a] -= cc * Mt[c, a]
     return _dot(res, res)
 
 
 @_jit(inline="always")
-def _htp(Xi, yi, Bt, L, u, k, S, max_iter, best_S, best_coef, best_res, best_g, w):
-    """Hard thresholding pursuit from the sorted support S (k): leaves the lowest-residual
-    point seen in best_S, best_coef, best_res (vector); returns its squared residual and
-    whether best_g holds X_i^T best_res (it does when HTP stopped at that point).
-    The arithmetic of :func:`lowrank_sparse.local._htp` for one user."""
-    coef, res, g, b, score, buf, T, v = w[4:12]
+def _keep_as_best(w):
+    """The current refit (w.S, coef, res) becomes HTP's best point."""
+    _copy(w.S, w.best_S)
+    _copy(w.coef, w.best_coef)
+    _copy(w.res, w.best_res)
+
+
+@_jit()
+def _htp(Xi, yi, Bt, w, k, max_iter):
+    """Hard thresholding pursuit from the sorted support w.S (k): leaves the
+    lowest-residual point seen in w.best_S, best_coef, best_res; returns its squared
+    residual and whether w.best_grad holds X_i^T best_res (it does when HTP stopped at
+    that point). The arithmetic of :func:`lowrank_sparse.local._htp` for one user."""
+    S, T, coef, res, g, b, score = w.S, w.T, w.coef, w.res, w.grad, w.b, w.score
+    top_score, v, u, LA = w.top_score, w.direction, w.coords, w.LA
     n, d = Xi.shape
     r = Bt.shape[0]
-    best = _refit(Xi, yi, r, S, k, w, coef, res)
-    best_S[:] = S
-    best_coef[:] = coef
-    best_res[:] = res
+    best = _refit(Xi, yi, w, k)
+    _keep_as_best(w)
     current_is_best = True
     for _ in range(max_iter):
-        b[:] = 0.0
+        _fill(b, 0.0)
         for c in range(k):
             b[S[c]] = coef[r + c]
         _correlate(Xi, res, g)
         for j in range(d):
             score[j] = abs(g[j])
-        _top_k(score, k, T, buf)
+        _top_k(score, k, T, top_score)
         # Line search along the k largest gradient entries (the gradient vanishes on S).
         for a in range(n):
             s = 0.0
             for c in range(k):
                 s += Xi[a, T[c]] * g[T[c]]
             v[a] = s
-        _range_coords(Bt, L, v, u)  # ||P X_T g_T||^2 = ||v||^2 - ||Q^T v||^2
-        denom = max(_dot(v, v) - _dot(u[:r], u[:r]), 0.0)
+        _range_coords(Bt, LA, v, u)  # ||P X_T g_T||^2 = ||v||^2 - ||Q^T v||^2
+        denom = max(_dot(v, v) - _sum_squares(u, r), 0.0)
         num = 0.0
         for c in range(k):
             num += g[T[c]] * g[T[c]]
@@ -379,174 +553,233 @@ def _htp(Xi, yi, Bt, L, u, k, S, max_iter, best_S, best_coef, best_res, best_g, 
             score[j] = abs(b[j] + eta * g[j])
         if _is_top_k(score, S, k):  # a fixed point of HTP
             if current_is_best:
-                best_g[:] = g
+                _copy(g, w.best_grad)
             return best, current_is_best
-        _top_k(score, k, S, buf)
-        current_is_best = False
-        res_sq = _refit(Xi, yi, r, S, k, w, coef, res)
-        if res_sq < best:
+        _top_k(score, k, S, top_score)
+        res_sq = _refit(Xi, yi, w, k)
+        current_is_best = res_sq < best
+        if current_is_best:
             best = res_sq
-            best_S[:] = S
-            best_coef[:] = coef
-            best_res[:] = res
-            current_is_best = True
+            _keep_as_best(w)
     return best, False
 
 
-@_jit()
-def _greedy(Xi, yi, r, k, first, colnorm, S, w):
-    """Orthogonal matching pursuit from the forced column ``first``: S (k, sorted)."""
-    coef, res, g, score = w[4], w[5], w[6], w[8]
+@_jit(inline="always")
+def _greedy(Xi, yi, w, k, first):
+    """Orthogonal matching pursuit from the forced column ``first``: w.S (k, sorted)."""
+    S, score, colnorm, res, g = w.S, w.score, w.colnorm, w.res, w.grad
     d = Xi.shape[1]
     S[0] = first
-    m = 1
-    while True:
-        _refit(Xi, yi, r, S, m, w, coef, res)
+    for m in range(1, k + 1):
+        _refit(Xi, yi, w, m)
         if m == k:
-            _sort_small(S, k)
-            return
+            break
         _correlate(Xi, res, g)
         for j in range(d):
             score[j] = abs(g[j]) / colnorm[j]
         for c in range(m):
             score[S[c]] = -np.inf
         S[m] = np.argmax(score)
-        m += 1
+    _sort_small(S, k)
+
+
+@_jit(inline="always")
+def _greedy_seeds(Xi, yi, Bt, w, n_seeds):
+    """Projected column norms ||P x_ij|| (into w.colnorm) and the ``n_seeds`` columns
+    most correlated with the projected response, normalized by them, into w.seeds
+    (descending, first index on ties, as a stable argsort)."""
+    n, d = Xi.shape
+    r = Bt.shape[0]
+    u, score, LA, colnorm, BX, g, seeds = (w.coords, w.score, w.LA, w.colnorm, w.BX, w.grad,
+                                           w.seeds)
+    # ||P x_j||^2 = ||x_j||^2 - ||LA^{-1} B^T x_j||^2: the squared column norms and B^T X_i
+    # row by row of X_i (contiguous along d), then the small solves column by column.
+    _fill(colnorm, 0.0)
+    for c in range(r):
+        _fill(BX[c], 0.0)
+    for a in range(n):
+        for j in range(d):
+            x = np.float64(Xi[a, j])  # float32 storage: square in float64
+            colnorm[j] += x * x
+        for c in range(r):
+            b = Bt[c, a]
+            for j in range(d):
+                BX[c, j] += b * Xi[a, j]
+    for j in range(d):
+        for c in range(r):
+            u[c] = BX[c, j]
+        _forward(LA, u, r)
+        colnorm[j] = np.sqrt(max(colnorm[j] - _sum_squares(u, r), 1e-300))
+    _project_out(Bt, LA, yi, w.Py, u)
+    _correlate(Xi, w.Py, g)
+    for j in range(d):
+        score[j] = abs(g[j]) / colnorm[j]
+    for s in range(n_seeds):
+        seeds[s] = np.argmax(score)
+        score[seeds[s]] = -np.inf
+
+
+@_jit(inline="always")
+def _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad):
+    """HTP from the support in w.S; its best point becomes user i's fit in ``out`` if
+    there is none yet (not ``have``) or it has a smaller residual (the earlier start
+    wins ties). Returns (have, have_grad): whether out.corr_residual[i] is up to date."""
+    res_sq, with_grad = _htp(Xi, yi, Bt, w, settings.sparsity, settings.max_iter)
+    if have and not res_sq < out.residual[i]:
+        return True, have_grad
+    _copy(w.best_S, out.support[i])
+    _copy(w.best_coef, out.coef[i])
+    _copy(w.best_res, out.vectors[i])
+    out.residual[i] = res_sq
+    if with_grad:
+        _copy(w.best_grad, out.corr_residual[i])
+    return True, with_grad
+
+
+@_jit(inline="always")
+def _fit_user(X, y, Ut, i, warm, settings, w, out):
+    """User i's local fit into row i of ``out`` (:class:`LocalOutputs`): HTP from the
+    warm support warm[i] (if settings.use_warm) and from the greedy starts; the best fit
+    (lowest residual, earliest on ties) wins, as in
+    :func:`lowrank_sparse.local._solve_block`. Also, while X_i is in cache, A_i w_i and
+    X_i^T e_i (the user's part of the residual of the U step's normal equations)."""
+    Xi, yi = X[i], y[i]
+    k = settings.sparsity
+    r = Ut.shape[0]
+    n, d = Xi.shape
+    _lowrank_features(Xi, Ut, w.At)
+    _prepare(w, yi)
+    have_grad = False  # out.corr_residual[i] holds X_i^T e_i
+    if k == 0:
+        out.residual[i] = _refit(Xi, yi, w, k)
+        _copy(w.coef, out.coef[i])
+        _copy(w.res, out.vectors[i])
+    else:
+        Bt = _range_basis(w)
+        have = settings.keep_existing
+        if settings.use_warm:
+            _copy(warm[i], w.S)
+            _sort_small(w.S, k)
+            have, have_grad = _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad)
+        n_greedy = min(settings.n_starts, d)
+        if n_greedy > 0:
+            _greedy_seeds(Xi, yi, Bt, w, n_greedy)
+        for s in range(n_greedy):
+            _greedy(Xi, yi, w, k, w.seeds[s])
+            have, have_grad = _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad)
+    for a in range(n):
+        s = 0.0
+        for c in range(r):
+            s += w.At[c, a] * out.coef[i, c]
+        out.lowrank[i, a] = s
+    if not have_grad:
+        _correlate(Xi, out.vectors[i], out.corr_residual[i])
 
 
 @_jit()
-def _greedy_seeds(Xi, yi, Bt, L, u, n_seeds, colnorm, seeds, w):
-    """Projected column norms ||P x_ij|| (into colnorm) and the ``n_seeds`` columns most
-    correlated with the projected response, normalized by them (descending, first
-    index on ties, as a stable argsort)."""
-    g, score, x, Py = w[6], w[8], w[11], w[12]
-    n, d = Xi.shape
-    r = Bt.shape[0]
-    for j in range(d):
-        for a in range(n):
-            x[a] = Xi[a, j]
-        _range_coords(Bt, L, x, u)
-        colnorm[j] = np.sqrt(max(_dot(x, x) - _dot(u[:r], u[:r]), 1e-300))
-    _project_out(Bt, L, yi, Py, u)
-    _correlate(Xi, Py, g)
-    for j in range(d):
-        score[j] = abs(g[j]) / colnorm[j]
-    for s_ in range(n_seeds):
-        seeds[s_] = np.argmax(score)
-        score[seeds[s_]] = -np.inf
+def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
+    """:func:`_fit_user` for the users of tasks first, first + stride, ... (tasks of
+    ``USERS_PER_TASK`` consecutive entries of ``users``)."""
+    n, d = X.shape[1:]
+    w = _work(n, d, Ut.shape[0], settings.sparsity, settings.n_starts)
+    for task in range(first, _n_tasks(users.shape[0], USERS_PER_TASK), stride):
+        for u in range(task * USERS_PER_TASK,
+                       min((task + 1) * USERS_PER_TASK, users.shape[0])):
+            _fit_user(X, y, Ut, users[u], warm, settings, w, out)
 
 
-@_jit(parallel=True)
-def fit_users(X, y, Ut, k, users, S0, use_warm, n_starts, max_iter, keep_existing,
-              support, coef, residual, vectors, lowrank, corr_residual):
-    """Local step for the users ``users``: HTP from S0[i] (if use_warm) and from
-    ``n_starts`` greedy starts; with keep_existing the fit already in the outputs
-    competes too (a restart). The best fit (lowest residual, earliest on ties) wins, as
-    in :func:`lowrank_sparse.local._solve_block`; written at each user's row: support
-    (t, k), coef (t, r + k), residual (t,), vectors (t, n) e_i, lowrank (t, n) A_i w_i,
-    and, while X_i is in cache, corr_residual (t, d) X_i^T e_i, the user's part of the
-    residual of the U step's normal equations."""
-    t, n, d = X.shape
-    r = Ut.shape[0]
-    m = r + k
-    n_blocks = (users.shape[0] + USERS_PER_TASK - 1) // USERS_PER_TASK
-    for blk in prange(n_blocks):
-        At = np.empty((r, n))
-        Qt = np.empty((r, n))
-        LA = np.zeros((max(r, 1), max(r, 1)))  # Cholesky factor of A^T A
-        coords = np.empty(max(r, 1))
-        colnorm = np.empty(d)
-        seeds = np.empty(max(n_starts, 1), dtype=np.int64)
-        S = np.empty(max(k, 1), dtype=np.int64)
-        cand_S = np.empty(max(k, 1), dtype=np.int64)
-        cand_coef = np.empty(m)
-        cand_res = np.empty(n)
-        cand_g = np.empty(d)
-        w = _work(n, d, r, k)
-        for u in range(blk * USERS_PER_TASK, min((blk + 1) * USERS_PER_TASK, users.shape[0])):
-            i = users[u]
-            Xi, yi = X[i], y[i]
-            _lowrank_features(Xi, Ut, At)
-            _prepare(At, yi, w)
-            have_g = False  # corr_residual[i] already holds X_i^T e_i
-            if k == 0:
-                residual[i] = _refit(Xi, yi, r, S, 0, w, coef[i], vectors[i])
-            else:
-                Bt = _range_basis(At, w[1], LA, Qt)
-                have = keep_existing
-                for start in range(-1 if use_warm else 0, min(n_starts, d)):
-                    if start == -1:
-                        S[:k] = S0[i]
-                        _sort_small(S, k)
-                    else:
-                        if start == 0:
-                            _greedy_seeds(Xi, yi, Bt, LA, coords, min(n_starts, d), colnorm, seeds,
-                                          w)
-                        _greedy(Xi, yi, r, k, seeds[start], colnorm, S, w)
-                    res_sq, with_g = _htp(Xi, yi, Bt, LA, coords, k, S[:k], max_iter,
-                                          cand_S[:k], cand_coef, cand_res, cand_g, w)
-                    if not have or res_sq < residual[i]:
-                        support[i] = cand_S[:k]
-                        coef[i] = cand_coef
-                        vectors[i] = cand_res
-                        residual[i] = res_sq
-                        if with_g:
-                            corr_residual[i] = cand_g
-                        have, have_g = True, with_g
-            for a in range(n):
-                s = 0.0
-                for c in range(r):
-                    s += At[c, a] * coef[i, c]
-                lowrank[i, a] = s
-            if not have_g:
-                _correlate(Xi, vectors[i], corr_residual[i])
+def fit_users(X, y, Ut, users, warm, settings, out):
+    """Local step for the users ``users`` (indices into X's rows), on numba's number of
+    threads: :func:`_fit_user` for each.
+
+    X (t, n, d), y (t, n), U^T (r, d), warm (t, k) supports (read if settings.use_warm),
+    settings :class:`LocalSettings`, out :class:`LocalOutputs` (written at the users'
+    rows)."""
+    _on_threads(lambda first, stride: _fit_tasks(X, y, Ut, users, warm, settings, out,
+                                                 first, stride),
+                _n_tasks(users.shape[0], USERS_PER_TASK), users.shape[0] * X[0].size)
 
 
-@_jit(parallel=True)
-def normal_operator(X, Vt, W, omega):
-    """Per block of users, sum_i omega_i w_i (X_i^T X_i V w_i)^T: (blocks, r, d), from
-    V^T (r, d); X_i is read from memory once per user (X_i V w_i, then X_i^T of it
-    while X_i is in cache). The caller sums the blocks in order."""
-    t, n, d = X.shape
+# ---------------------------------------------------------------- the U step's operator
+
+@_jit(inline="always")
+def _normal_operator_block(X, Vt, W, omega, lo, hi, acc):
+    """acc += sum_{i in [lo, hi)} omega_i w_i (X_i^T X_i V w_i)^T (r, d)."""
+    n, d = X.shape[1:]
     r = W.shape[1]
-    n_blocks = (t + BLOCK - 1) // BLOCK
-    out = np.zeros((n_blocks, r, d))
-    for blk in prange(n_blocks):
-        v = np.empty(d)
-        q = np.empty(n)
-        g = np.empty(d)
-        acc = out[blk]
-        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, t)):
-            if omega[i] == 0.0:
-                continue  # contributes nothing: X_i need not be read (trimmed users)
-            v[:] = 0.0
-            for c in range(r):
-                wc = W[i, c]
-                for j in range(d):
-                    v[j] += wc * Vt[c, j]
-            for a in range(n):
-                s = 0.0
-                for j in range(d):
-                    s += X[i, a, j] * v[j]
-                q[a] = omega[i] * s
-            _correlate(X[i], q, g)
-            for c in range(r):
-                wc = W[i, c]
-                for j in range(d):
-                    acc[c, j] += g[j] * wc
+    v = np.empty(d)
+    q = np.empty(n)
+    g = np.empty(d)
+    for i in range(lo, hi):
+        if omega[i] == 0.0:
+            continue  # contributes nothing: X_i need not be read (trimmed users)
+        _fill(v, 0.0)
+        for c in range(r):
+            wc = W[i, c]
+            for j in range(d):
+                v[j] += wc * Vt[c, j]
+        for a in range(n):
+            s = 0.0
+            for j in range(d):
+                s += X[i, a, j] * v[j]
+            q[a] = omega[i] * s
+        _correlate(X[i], q, g)
+        for c in range(r):
+            wc = W[i, c]
+            for j in range(d):
+                acc[c, j] += g[j] * wc
+
+
+def normal_operator(X, Vt, W, omega):
+    """Per block of ``BLOCK`` users, sum_i omega_i w_i (X_i^T X_i V w_i)^T: (blocks, r,
+    d), from V^T (r, d); X_i is read from memory once per user (X_i V w_i, then X_i^T of
+    it while X_i is in cache). The caller sums the blocks in order."""
+    n_blocks = _n_tasks(X.shape[0], BLOCK)
+    out = np.zeros((n_blocks, W.shape[1], X.shape[2]))
+    _on_threads(lambda first, stride: _normal_operator_blocks(X, Vt, W, omega, out, first,
+                                                              stride), n_blocks, X.size)
     return out
 
 
-def precompile() -> None:
-    """Compile the kernels for the array types the estimators use, into numba's on-disk
-    cache (next to this file), e.g. before starting processes that would otherwise each
-    compile them at once (a pipeline's parallel fit jobs): a later process loads them
-    in about a second (0.3 s). Compiling takes about a minute. Runs two tiny AMHT-LRS fits
-    (k = 1 and k = 0), so the types are those of the real code paths."""
-    from .amht import amht_lrs
-    from .data import make_problem, sample_data
+@_jit()
+def _normal_operator_blocks(X, Vt, W, omega, out, first, stride):
+    """out[blk] for the blocks first, first + stride, ..."""
+    t = X.shape[0]
+    for blk in range(first, out.shape[0], stride):
+        _normal_operator_block(X, Vt, W, omega, blk * BLOCK, min((blk + 1) * BLOCK, t),
+                               out[blk])
 
-    problem = make_problem(6, 8, 1, 1, rng=0)
-    data = sample_data(problem, 6, n_test=0, rng=1)
-    for k in (1, 0):
-        amht_lrs(data.X, data.y, 1, k, n_iter=2)
+
+# ---------------------------------------------------------------- threads
+
+@_jit(inline="always")
+def _n_tasks(n_items, per_task):
+    return (n_items + per_task - 1) // per_task
+
+
+def _on_threads(kernel, n_tasks, entries):
+    """kernel(first, stride) on each of numba's threads (``numba.get_num_threads()``:
+    NUMBA_NUM_THREADS or ``numba.set_num_threads``), thread p taking the tasks p, p + P,
+    ... (the tasks are small and interleaved, so the threads' shares even out); on the
+    calling thread alone if the kernel reads fewer than
+    :data:`~lowrank_sparse._linalg.PARALLEL_MIN_ENTRIES` entries of X. The kernels
+    release the GIL. Plain threads rather than a numba ``prange`` loop: a parallel
+    kernel compiles the whole call tree below it again (about as long as everything
+    else together)."""
+    n_threads = min(numba.get_num_threads(), n_tasks) if worth_threads(entries) else 1
+    if n_threads <= 1:
+        kernel(0, 1)
+        return
+    futures = [_thread_pool(n_threads - 1).submit(kernel, p, n_threads)
+               for p in range(1, n_threads)]
+    try:
+        kernel(0, n_threads)  # the calling thread takes the first share
+    finally:
+        for future in futures:
+            future.result()
+
+
+@functools.cache
+def _thread_pool(n_threads):
+    return ThreadPoolExecutor(n_threads, thread_name_prefix="lowrank_sparse")
+

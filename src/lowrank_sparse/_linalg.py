@@ -5,6 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 
+#: dtypes X may be stored in; every sum and product with X is float64 (:func:`storage`).
+STORAGE_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def storage(X: np.ndarray) -> np.ndarray:
+    """X in the one layout the compiled kernels are built for: C-contiguous, float32 or
+    float64 as given (any other dtype becomes float64). A copy only if X is not already
+    so (a strided view, Fortran order, another dtype); each further layout would make
+    numba compile every kernel again."""
+    dtype = X.dtype if X.dtype in STORAGE_DTYPES else np.float64
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+#: Below this many entries of X (8 MB in float32) a fit runs on the calling thread alone,
+#: numba kernels and BLAS alike: a pass over X then takes well under a millisecond, so
+#: waking other threads (and OpenBLAS's spinning workers) costs more than they save,
+#: several times more on a busy machine. Results do not depend on it.
+PARALLEL_MIN_ENTRIES = 1 << 21
+
+
+def worth_threads(entries: int) -> bool:
+    """Whether work over ``entries`` entries of X is large enough for several threads."""
+    return entries >= PARALLEL_MIN_ENTRIES
+
+
 def user_chunks(t: int, chunk_size: int):
     """Slices that cover range(t) in blocks of ``chunk_size`` users."""
     for start in range(0, t, chunk_size):

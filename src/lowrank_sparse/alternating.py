@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._linalg import storage
 from .local import local_step, single_threaded_blas
 from .metrics import principal_sine
 
@@ -90,6 +91,8 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
     only refines U for another.
     """
     t, n, d = X.shape
+    if backend == "numba":
+        X = storage(X)  # the kernels' one layout, once per fit (a copy only if X is not)
     restart_above = RESTART_OUTLIERS_ABOVE if cross_user_restarts else None
     changes, steps, losses, seconds = [], [], [], []
     start = time.perf_counter()
@@ -97,7 +100,7 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
     converged = False
     with single_threaded_blas(blas_single_threaded):
         for it in range(n_iter):
-            Xb, yb = (X, y) if batches is None else (X[:, batches[it]], y[:, batches[it]])
+            Xb, yb = (X, y) if batches is None else _batch(X, y, batches[it], backend)
             settled = bool(changes) and changes[-1] <= RESTART_ALL_ABOVE_CHANGE
             fit = local_step(Xb, yb, U, sparsity, support_init=support, max_iter=htp_iter,
                              n_starts=n_starts, restart_above=restart_above if settled else None,
@@ -121,6 +124,14 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
             restart_above=restart_above, chunk_size=chunk_size, backend=backend, out=spare)
     return Run(U=U, final=final, changes=np.array(changes), steps=steps,
                train_loss=np.array(losses), seconds=np.array(seconds), converged=converged)
+
+
+def _batch(X, y, batch, backend):
+    """The samples ``batch`` of every user; for the compiled kernels in their layout,
+    copied once here rather than in each kernel call of the iteration."""
+    if backend == "numba":
+        return storage(X[:, batch]), np.ascontiguousarray(y[:, batch])
+    return X[:, batch], y[:, batch]
 
 
 def orthonormalize(U_new, U_old):

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._linalg import default_chunk_size, user_chunks
+from ._linalg import default_chunk_size, user_chunks, worth_threads
 from ._validation import (check_int, check_positive, check_rank_sparsity, check_subspace,
                           check_xy, in_unit_scale)
 from .alternating import ConvergenceWarning, FitResult, alternate
 from .global_step import solve_cg, solve_direct
-from .local import check_backend
+from .local import check_backend, single_threaded_blas
 from .robust import check_robust, default_rule
 
 #: Iterations of plain alternating minimization (sparsity 0) that refine a computed
@@ -88,7 +88,10 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     Parameters
     ----------
     X : (t, n, d) array
-        Features of t users, n samples each.
+        Features of t users, n samples each; float32 is kept as given (half the memory,
+        every product and sum still float64; when that is accurate enough: the
+        ``dtype`` option of :func:`lowrank_sparse.sample_data`), anything else becomes
+        float64.
     y : (t, n) array
         Responses.
     rank : int
@@ -173,7 +176,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     Plus Sparse Components", AISTATS 2024. Foucart, "Hard thresholding pursuit", SIAM J.
     Numer. Anal. 2011. Huber, "Robust Statistics", 1981.
     """
-    X, y = check_xy(X, y)
+    X, y = check_xy(X, y, keep_float32=True)
     t, n, d = X.shape
     rank, sparsity = check_rank_sparsity(rank, sparsity, d, n, t)
     n_iter = check_int("n_iter", n_iter, low=1)
@@ -187,17 +190,18 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, low=1)
     chunk_size = chunk_size or default_chunk_size(n, d)
-    # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
-    # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
-    X, y, x_scale, y_scale = in_unit_scale(X, y)
+    small = not worth_threads(X.size)  # one BLAS thread (PARALLEL_MIN_ENTRIES)
+    with single_threaded_blas(small):
+        # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
+        # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
+        X, y, x_scale, y_scale = in_unit_scale(X, y)
+        batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
+        if isinstance(robust, str):  # "auto"
+            n_batch = n if batches is None else batches[0].stop - batches[0].start
+            robust = default_rule(n_batch, d, rank, sparsity)
+        U = _initial_subspace(init, X, y, rank, chunk_size, rng)
+        col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
     unit = y_scale / x_scale
-
-    batches = _sample_batches(n, n_iter, rank + sparsity) if fresh_samples else None
-    if isinstance(robust, str):  # "auto"
-        n_batch = n if batches is None else batches[0].stop - batches[0].start
-        robust = default_rule(n_batch, d, rank, sparsity)
-    U = _initial_subspace(init, X, y, rank, chunk_size, rng)
-    col_sq = np.einsum("tnd,tnd->t", X, X) if batches is None else None
 
     def least_squares_step(U, Xb, fit, changes, rule=robust, k=sparsity):
         """The U step, users weighted by ``rule`` (None: plain least squares) after a
@@ -222,10 +226,10 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         return U_new, {"n_downweighted": int(np.sum(omega < 1)), "cg_iterations": n_cg,
                        "cg_converged": cg_converged}
 
-    # (The dense U solve is BLAS work: it keeps BLAS threads.)
+    # (The dense U solve is BLAS work: it keeps BLAS threads unless the fit is small.)
     loop = dict(cross_user_restarts=True, n_starts=n_starts, htp_iter=htp_iter,
                 chunk_size=chunk_size, backend=backend,
-                blas_single_threaded=backend == "numba" and solver == "cg")
+                blas_single_threaded=small or (backend == "numba" and solver == "cg"))
     if (isinstance(init, str) and sparsity > 0 and not fresh_samples
             and LOWRANK_WARMUP_ITERATIONS):
         warmup = functools.partial(least_squares_step, rule=None, k=0)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._linalg import correlations, default_chunk_size, matvec, user_chunks, users_per_block
+from ._linalg import (correlations, default_chunk_size, matvec, storage, user_chunks,
+                      users_per_block)
 
 
 def normal_rhs(X, Z, W, omega, chunk_size=None):
@@ -41,7 +42,8 @@ def normal_rhs(X, Z, W, omega, chunk_size=None):
 def _apply_compiled(X, V, W, omega):
     """As :func:`_apply`, reading each X_i from memory once."""
     from ._kernels import normal_operator
-    return normal_operator(X, np.ascontiguousarray(V.T), W, omega).sum(axis=0).T.copy()
+    as64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
+    return normal_operator(storage(X), as64(V.T), as64(W), as64(omega)).sum(axis=0).T.copy()
 
 
 def _apply(X, V, W, omega, chunk_size):
@@ -83,10 +85,15 @@ def solve_cg(X, W, omega, U0, *, rhs=None, residual0=None, chunk_size=None, col_
         chunk_size = chunk_size or default_chunk_size(*X.shape[1:])
         apply = lambda V: _apply(X, V, W, omega, chunk_size)
     if col_sq is None:
-        col_sq = np.einsum("tnd,tnd->t", X, X)
+        col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64)
     K = W.T @ ((omega * col_sq / d)[:, None] * W)  # (r, r) preconditioner
-    K_cho = scipy.linalg.cho_factor(K + 1e-300 * np.eye(K.shape[0]))
-    precond = lambda M: scipy.linalg.cho_solve(K_cho, M.T).T  # M K^{-1}
+    r = K.shape[0]
+    # K^{-1} once (r x r, by Cholesky: LinAlgError unless K is positive definite), then
+    # preconditioning is one small product. numpy's calls: scipy's wrappers cost ~30 us
+    # each, a fixed cost of every U step.
+    L_inv = np.linalg.inv(np.linalg.cholesky(K + 1e-300 * np.eye(r)))
+    K_inv = L_inv.T @ L_inv
+    precond = lambda M: M @ K_inv
     res = rhs - apply(U0) if residual0 is None else residual0.copy()
     U = U0.copy()
     z = precond(res)
@@ -122,7 +129,7 @@ def solve_direct(X, Z, W, omega, *, chunk_size=None):
     G = np.zeros((r * r, d * d))
     # Per-user Gram matrices are d x d each: bound their block to ~256 MB on its own.
     for sl in user_chunks(t, users_per_block(d * d, chunk_size)):
-        Xc = X[sl]
+        Xc = X[sl].astype(np.float64, copy=False)
         gram = (Xc.transpose(0, 2, 1) @ Xc).reshape(Xc.shape[0], d * d)
         coeff = (omega[sl, None, None] * W[sl, :, None] * W[sl, None, :]).reshape(-1, r * r)
         G += coeff.T @ gram

@@ -22,13 +22,14 @@ only to bound the memory of temporaries.
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ._linalg import (batched_solve, correlations, default_chunk_size, gather_columns,
-                      project_features, user_chunks)
+                      project_features, storage, user_chunks)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ def _solve_block(X, y, U, k, S0, n_starts, max_iter):
     from ``n_starts`` greedy supports (if n_starts > 0). A = X U and its orthonormal
     basis are computed once for the block. Returns (support, coef, squared residual,
     residual vectors, low-rank predictions A w)."""
+    X = X.astype(np.float64, copy=False)  # float32 storage: a float64 copy of the block
     t, n, d = X.shape
     A = project_features(X, U)  # (t, n, r)
     if k == 0:
@@ -273,18 +275,41 @@ def _restarts(residual, restart_above):
 
 
 def _fit_compiled(X, y, U, k, support_init, n_starts, max_iter, restart_above, fit):
-    from . import _kernels
+    from ._kernels import LocalOutputs, LocalSettings, fit_users
 
-    t = X.shape[0]
-    Ut = np.ascontiguousarray(U.T)
+    X, y = storage(X), np.ascontiguousarray(y, dtype=np.float64)
+    Ut = np.ascontiguousarray(U.T, dtype=np.float64)
+    out = LocalOutputs(*fit)
     warm = support_init is not None
-    S0 = (np.ascontiguousarray(support_init, dtype=np.intp) if warm
-          else np.empty((t, k), dtype=np.intp))
-    _kernels.fit_users(X, y, Ut, k, np.arange(t), S0, warm,
-                       0 if restart_above is not None else n_starts, max_iter, False, *fit)
-    if restart_above is not None:
-        _kernels.fit_users(X, y, Ut, k, _restarts(fit[2], restart_above), S0, False,
-                           n_starts, max_iter, True, *fit)
+    # Without a warm start the kernel does not read it: out.support has its type.
+    S0 = np.ascontiguousarray(support_init, dtype=np.intp) if warm else out.support
+    settings = LocalSettings(sparsity=int(k), n_starts=int(n_starts), max_iter=int(max_iter),
+                             use_warm=warm, keep_existing=False)
+    if restart_above is None:
+        fit_users(X, y, Ut, np.arange(X.shape[0]), S0, settings, out)
+        return
+    fit_users(X, y, Ut, np.arange(X.shape[0]), S0, settings._replace(n_starts=0), out)
+    fit_users(X, y, Ut, _restarts(out.residual, restart_above), S0,
+              settings._replace(use_warm=False, keep_existing=True), out)
+
+
+def precompile(dtypes=("float64",)) -> None:
+    """Compile the kernels for X stored in each of ``dtypes`` ("float64", "float32") into
+    numba's on-disk cache (``NUMBA_CACHE_DIR``, by default next to the library), or load
+    them from it, e.g. before starting processes that would otherwise each compile them
+    at once (a pipeline's parallel fit jobs). Compiling takes ~15 s per dtype; a later
+    process loads them in a fraction of a second."""
+    from ._kernels import normal_operator
+
+    rng = np.random.default_rng(0)
+    t, n, d, r, k = 8, 4, 3, 1, 1
+    for dtype in dtypes:
+        X = rng.standard_normal((t, n, d)).astype(dtype)
+        y = rng.standard_normal((t, n))
+        U = np.eye(d, r)
+        fit = local_step(X, y, U, k)
+        local_step(X, y, U, k, support_init=fit.support, out=fit)  # warm, restarts
+        normal_operator(storage(X), np.ascontiguousarray(U.T), np.ones((t, r)), np.ones(t))
 
 
 def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, chunk_size,
@@ -321,8 +346,15 @@ def single_threaded_blas(active):
     (measured: +25 ms per iteration at t=1e4, half of it)."""
     if not active:
         return nullcontext()
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once per process
+    (``threadpool_limits`` searches them on every call: ~1 ms, a fixed cost per fit)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
 def check_backend(backend):

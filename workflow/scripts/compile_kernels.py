@@ -7,7 +7,7 @@ import time
 sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_outputs, setup_logging  # noqa: E402
 
-from lowrank_sparse._kernels import precompile  # noqa: E402
+from lowrank_sparse.local import precompile  # noqa: E402
 
 log = setup_logging(snakemake)
 start = time.perf_counter()
