@@ -33,4 +33,4 @@ OUTPUT_FILES = [f"paper_figures/{output.stem}.{ext}"
 
 def expected_for(output):
     """Rows per method of the sweeps an output reads: what its job checks first."""
-    return {sweep: EXPECTED_ROWS[sweep] for sweep in output.sweeps}
+    return {sweep: EXPECTED_ROWS[sweep] for sweep in output.reads(EXPECTED_ROWS)}

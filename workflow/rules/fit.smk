@@ -30,7 +30,9 @@ rule fit:
         cells=lambda wildcards: list(batch_of(wildcards).cells),
         replicates=config["replicates"],
         root_seed=config["root_seed"],
-        n_test=config["n_test"],
+        # a sweep may hold out fewer samples (noiseless n_50 sweeps with t d in the 1e6)
+        n_test=lambda wildcards: config["sweeps"][wildcards.sweep].get("n_test",
+                                                                       config["n_test"]),
         # only the private methods use delta: changing it reruns only their fits
         delta=lambda wildcards: config["delta"] if METHODS[wildcards.method].private else None,
         success_tol=config["success_tol"],

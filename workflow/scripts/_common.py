@@ -69,6 +69,6 @@ def read_tables(snakemake, output):
     from lowrank_sparse.results import read_results, read_traces
 
     results = read_results(snakemake.input.results, snakemake.params.expected)
-    traces = (read_traces(snakemake.input.traces, results, output.sweeps)
+    traces = (read_traces(snakemake.input.traces, results, list(snakemake.params.expected))
               if output.traces else None)
     return results, traces
