@@ -118,7 +118,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     robust : "auto", Adaptive, Huber, Trimmed or None, default "auto"
         Weighting of users in the U step (:mod:`lowrank_sparse.robust`, see Notes);
         None gives the plain least-squares U step. "auto": ``Adaptive()`` below about
-        4 (r + k ln(d/k)) samples per user (per iteration with ``fresh_samples``),
+        3 (r + k ln(d/k)) samples per user (per iteration with ``fresh_samples``),
         ``Huber()`` above (:func:`lowrank_sparse.robust.default_rule`).
     n_starts : int, default 1
         Greedy starts of the local step besides the warm start (see :func:`local_step`).
