@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.experimental import structref
 
 from ._linalg import worth_threads
 
@@ -46,9 +47,14 @@ _FAST = {"reassoc", "contract"}
 # inline="always" (numba's own inlining, typed again at every call site) only for
 # helpers with one or two call sites: small helpers called from many sites are inlined
 # by LLVM anyway, and inlining them in numba made the cold compile 38 s of CPU instead
-# of 30 s (benchmarks/bench_first_fit.py) for no measurable speed.
-def _jit(inline="never"):
-    return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline)
+# of 30 s (benchmarks/bench_first_fit.py) for no measurable speed. Only the kernels
+# called from Python (entry=True) get numba's wrappers that make a compiled function
+# callable from Python and as a C callback: each is compiled code too (for the
+# helpers, ~8% of the code numba generated), and a helper is only called by kernels.
+def _jit(inline="never", entry=False):
+    wrappers = {} if entry or inline != "never" else {"no_cpython_wrapper": True,
+                                                      "no_cfunc_wrapper": True}
+    return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline, **wrappers)
 
 
 #: What the local step writes, one row per user: support (t, k) intp, coef (t, r + k)
@@ -63,33 +69,43 @@ LocalOutputs = namedtuple("LocalOutputs",
 LocalSettings = namedtuple("LocalSettings",
                            "sparsity n_starts max_iter use_warm keep_existing")
 
+@structref.register
+class _WorkType(types.StructRef):
+    """A struct of arrays passed by reference: a call or a copy costs one reference
+    count, where a namedtuple of the same arrays costs one per array (and numba's IR for
+    each grows with the number of arrays: as a namedtuple, the Work arrays made up half
+    of the compiled code and of the cold compile time)."""
+
+
+_VECTOR, _MATRIX, _INDICES = types.float64[::1], types.float64[:, ::1], types.intp[::1]
+
 #: One thread's work arrays for a user (m = r + k), from :func:`_work`.
-Work = namedtuple("Work", [
-    "At",         # (r, n) A_i^T = (X_i U)^T: the first r rows of Mt
-    "LA",         # (r, r) Cholesky factor of A^T A, or I when Qt is the basis
-    "Qt",         # (r, n) orthonormal basis of range(A_i) when A^T A is singular
-    "coords",     # (r,) Q^T v, coordinates in range(A_i)
-    "Mt",         # (m, n) regressors of the refit, [A_i, X_i[:, S]]^T
-    "G",          # (m, m) their Gram matrix
-    "h",          # (m,) M^T y_i
-    "L",          # (m, m) Cholesky factor of G
-    "coef",       # (m,) refit coefficients [w, b_S]
-    "res",        # (n,) refit residual
-    "S",          # (k,) current support, sorted
-    "T",          # (k,) the k largest gradient entries
-    "grad",       # (d,) X_i^T res
-    "b",          # (d,) b of the current point
-    "score",      # (d,) selection scores
-    "top_score",  # (k,) scores of the k best so far (top-k insertion list)
-    "direction",  # (n,) X_T g_T, the line-search direction in sample space
-    "Py",         # (n,) P y_i, the response off range(A_i)
-    "colnorm",    # (d,) ||P x_j||, projected column norms
-    "BX",         # (r, d) B^T X_i, for them
-    "seeds",      # (n_starts,) first columns of the greedy starts
-    "best_S",     # (k,) the lowest-residual point of an HTP run: support,
-    "best_coef",  # (m,) coefficients,
-    "best_res",   # (n,) residual,
-    "best_grad",  # (d,) X_i^T residual (when HTP stopped there)
+Work = _WorkType([
+    ("At", _MATRIX),            # (r, n) A_i^T = (X_i U)^T: the first r rows of Mt
+    ("LA", _MATRIX),            # (r, r) Cholesky factor of A^T A, or I when Qt is the basis
+    ("Qt", _MATRIX),            # (r, n) orthonormal basis of range(A_i) when A^T A is singular
+    ("coords", _VECTOR),        # (r,) Q^T v, coordinates in range(A_i)
+    ("Mt", _MATRIX),            # (m, n) regressors of the refit, [A_i, X_i[:, S]]^T
+    ("G", _MATRIX),             # (m, m) their Gram matrix
+    ("h", _VECTOR),             # (m,) M^T y_i
+    ("L", _MATRIX),             # (m, m) Cholesky factor of G
+    ("coef", _VECTOR),          # (m,) refit coefficients [w, b_S]
+    ("res", _VECTOR),           # (n,) refit residual
+    ("S", _INDICES),            # (k,) current support, sorted
+    ("T", _INDICES),            # (k,) the k largest gradient entries
+    ("grad", _VECTOR),          # (d,) X_i^T res
+    ("b", _VECTOR),             # (d,) b of the current point
+    ("score", _VECTOR),         # (d,) selection scores
+    ("top_score", _VECTOR),     # (k,) scores of the k best so far (top-k insertion list)
+    ("direction", _VECTOR),     # (n,) X_T g_T, the line-search direction in sample space
+    ("Py", _VECTOR),            # (n,) P y_i, the response off range(A_i)
+    ("colnorm", _VECTOR),       # (d,) ||P x_j||, projected column norms
+    ("BX", _MATRIX),            # (r, d) B^T X_i, for them
+    ("seeds", _INDICES),        # (n_starts,) first columns of the greedy starts
+    ("best_S", _INDICES),       # (k,) the lowest-residual point of an HTP run: support,
+    ("best_coef", _VECTOR),     # (m,) coefficients,
+    ("best_res", _VECTOR),      # (n,) residual,
+    ("best_grad", _VECTOR),     # (d,) X_i^T residual (when HTP stopped there)
 ])
 
 
@@ -97,16 +113,33 @@ Work = namedtuple("Work", [
 def _work(n, d, r, k, n_starts):
     """Work arrays for users with n samples, d features, rank r, sparsity k."""
     m, kk, rr = r + k, max(k, 1), max(r, 1)
-    Mt = np.empty((m, n))
-    return Work(At=Mt[:r], LA=np.zeros((rr, rr)), Qt=np.empty((r, n)), coords=np.empty(rr),
-                Mt=Mt, G=np.empty((m, m)), h=np.empty(m), L=np.zeros((m, m)),
-                coef=np.empty(m), res=np.empty(n), S=np.empty(kk, dtype=np.intp),
-                T=np.empty(kk, dtype=np.intp), grad=np.empty(d), b=np.empty(d),
-                score=np.empty(d), top_score=np.empty(kk), direction=np.empty(n),
-                Py=np.empty(n), colnorm=np.empty(d), BX=np.empty((r, d)),
-                seeds=np.empty(max(n_starts, 1), dtype=np.intp),
-                best_S=np.empty(kk, dtype=np.intp), best_coef=np.empty(m),
-                best_res=np.empty(n), best_grad=np.empty(d))
+    w = structref.new(Work)
+    w.Mt = np.empty((m, n))
+    w.At = w.Mt[:r]
+    w.LA = np.zeros((rr, rr))
+    w.Qt = np.empty((r, n))
+    w.coords = np.empty(rr)
+    w.G = np.empty((m, m))
+    w.h = np.empty(m)
+    w.L = np.zeros((m, m))
+    w.coef = np.empty(m)
+    w.res = np.empty(n)
+    w.S = np.empty(kk, dtype=np.intp)
+    w.T = np.empty(kk, dtype=np.intp)
+    w.grad = np.empty(d)
+    w.b = np.empty(d)
+    w.score = np.empty(d)
+    w.top_score = np.empty(kk)
+    w.direction = np.empty(n)
+    w.Py = np.empty(n)
+    w.colnorm = np.empty(d)
+    w.BX = np.empty((r, d))
+    w.seeds = np.empty(max(n_starts, 1), dtype=np.intp)
+    w.best_S = np.empty(kk, dtype=np.intp)
+    w.best_coef = np.empty(m)
+    w.best_res = np.empty(n)
+    w.best_grad = np.empty(d)
+    return w
 
 
 # ---------------------------------------------------------------- small dense algebra
@@ -516,7 +549,7 @@ def _keep_as_best(w):
     _copy(w.res, w.best_res)
 
 
-@_jit()
+@_jit(inline="always")
 def _htp(Xi, yi, Bt, w, k, max_iter):
     """Hard thresholding pursuit from the sorted support w.S (k): leaves the
     lowest-residual point seen in w.best_S, best_coef, best_res; returns its squared
@@ -636,61 +669,62 @@ def _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad):
     return True, with_grad
 
 
-@_jit(inline="always")
-def _fit_user(X, y, Ut, i, warm, settings, w, out):
-    """User i's local fit into row i of ``out`` (:class:`LocalOutputs`): HTP from the
-    warm support warm[i] (if settings.use_warm) and from the greedy starts; the best fit
-    (lowest residual, earliest on ties) wins, as in
-    :func:`lowrank_sparse.local._solve_block`. Also, while X_i is in cache, A_i w_i and
-    X_i^T e_i (the user's part of the residual of the U step's normal equations)."""
-    Xi, yi = X[i], y[i]
-    k = settings.sparsity
-    r = Ut.shape[0]
-    n, d = Xi.shape
-    _lowrank_features(Xi, Ut, w.At)
-    _prepare(w, yi)
-    have_grad = False  # out.corr_residual[i] holds X_i^T e_i
-    if k == 0:
-        out.residual[i] = _refit(Xi, yi, w, k)
-        _copy(w.coef, out.coef[i])
-        _copy(w.res, out.vectors[i])
-    else:
-        Bt = _range_basis(w)
-        have = settings.keep_existing
-        if settings.use_warm:
-            _copy(warm[i], w.S)
-            _sort_small(w.S, k)
-            have, have_grad = _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad)
-        n_greedy = min(settings.n_starts, d)
-        if n_greedy > 0:
-            _greedy_seeds(Xi, yi, Bt, w, n_greedy)
-        for s in range(n_greedy):
-            _greedy(Xi, yi, w, k, w.seeds[s])
-            have, have_grad = _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad)
-    for a in range(n):
-        s = 0.0
-        for c in range(r):
-            s += w.At[c, a] * out.coef[i, c]
-        out.lowrank[i, a] = s
-    if not have_grad:
-        _correlate(Xi, out.vectors[i], out.corr_residual[i])
-
-
-@_jit()
+@_jit(entry=True)
 def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
-    """:func:`_fit_user` for the users of tasks first, first + stride, ... (tasks of
-    ``USERS_PER_TASK`` consecutive entries of ``users``)."""
+    """The local fits of the users of tasks first, first + stride, ... (tasks of
+    ``USERS_PER_TASK`` consecutive entries of ``users``), user i's into row i of ``out``
+    (:class:`LocalOutputs`): HTP from the warm support warm[i] (if settings.use_warm)
+    and from the greedy starts; the best fit (lowest residual, earliest on ties) wins,
+    as in :func:`lowrank_sparse.local._solve_block`. Also, while X_i is in cache,
+    A_i w_i and X_i^T e_i (the user's part of the residual of the U step's normal
+    equations).
+
+    The user's fit is written out here rather than as a function inlined into the
+    loop: numba inlines by copying the callee's IR, which for this body alone was ~3 s
+    of the cold compile."""
     n, d = X.shape[1:]
-    w = _work(n, d, Ut.shape[0], settings.sparsity, settings.n_starts)
+    k, r = settings.sparsity, Ut.shape[0]
+    w = _work(n, d, r, k, settings.n_starts)
     for task in range(first, _n_tasks(users.shape[0], USERS_PER_TASK), stride):
         for u in range(task * USERS_PER_TASK,
                        min((task + 1) * USERS_PER_TASK, users.shape[0])):
-            _fit_user(X, y, Ut, users[u], warm, settings, w, out)
+            i = users[u]
+            Xi, yi = X[i], y[i]
+            _lowrank_features(Xi, Ut, w.At)
+            _prepare(w, yi)
+            have_grad = False  # out.corr_residual[i] holds X_i^T e_i
+            if k == 0:
+                out.residual[i] = _refit(Xi, yi, w, k)
+                _copy(w.coef, out.coef[i])
+                _copy(w.res, out.vectors[i])
+            else:
+                Bt = _range_basis(w)
+                have = settings.keep_existing
+                n_greedy = min(settings.n_starts, d)
+                if n_greedy > 0:  # (the warm start reads nothing _greedy_seeds writes)
+                    _greedy_seeds(Xi, yi, Bt, w, n_greedy)
+                # The starts in order, the warm one first (s = -1): one call site of
+                # the HTP code, which is compiled once per site.
+                for s in range(-1 if settings.use_warm else 0, n_greedy):
+                    if s < 0:
+                        _copy(warm[i], w.S)
+                        _sort_small(w.S, k)
+                    else:
+                        _greedy(Xi, yi, w, k, w.seeds[s])
+                    have, have_grad = _try_start(Xi, yi, Bt, w, settings, out, i, have,
+                                                 have_grad)
+            for a in range(n):
+                s = 0.0
+                for c in range(r):
+                    s += w.At[c, a] * out.coef[i, c]
+                out.lowrank[i, a] = s
+            if not have_grad:
+                _correlate(Xi, out.vectors[i], out.corr_residual[i])
 
 
 def fit_users(X, y, Ut, users, warm, settings, out):
     """Local step for the users ``users`` (indices into X's rows), on numba's number of
-    threads: :func:`_fit_user` for each.
+    threads: :func:`_fit_tasks`.
 
     X (t, n, d), y (t, n), U^T (r, d), warm (t, k) supports (read if settings.use_warm),
     settings :class:`LocalSettings`, out :class:`LocalOutputs` (written at the users'
@@ -701,34 +735,6 @@ def fit_users(X, y, Ut, users, warm, settings, out):
 
 
 # ---------------------------------------------------------------- the U step's operator
-
-@_jit(inline="always")
-def _normal_operator_block(X, Vt, W, omega, lo, hi, acc):
-    """acc += sum_{i in [lo, hi)} omega_i w_i (X_i^T X_i V w_i)^T (r, d)."""
-    n, d = X.shape[1:]
-    r = W.shape[1]
-    v = np.empty(d)
-    q = np.empty(n)
-    g = np.empty(d)
-    for i in range(lo, hi):
-        if omega[i] == 0.0:
-            continue  # contributes nothing: X_i need not be read (trimmed users)
-        _fill(v, 0.0)
-        for c in range(r):
-            wc = W[i, c]
-            for j in range(d):
-                v[j] += wc * Vt[c, j]
-        for a in range(n):
-            s = 0.0
-            for j in range(d):
-                s += X[i, a, j] * v[j]
-            q[a] = omega[i] * s
-        _correlate(X[i], q, g)
-        for c in range(r):
-            wc = W[i, c]
-            for j in range(d):
-                acc[c, j] += g[j] * wc
-
 
 def normal_operator(X, Vt, W, omega):
     """Per block of ``BLOCK`` users, sum_i omega_i w_i (X_i^T X_i V w_i)^T: (blocks, r,
@@ -741,13 +747,35 @@ def normal_operator(X, Vt, W, omega):
     return out
 
 
-@_jit()
+@_jit(entry=True)
 def _normal_operator_blocks(X, Vt, W, omega, out, first, stride):
-    """out[blk] for the blocks first, first + stride, ..."""
-    t = X.shape[0]
+    """out[blk] += sum_{i in block blk} omega_i w_i (X_i^T X_i V w_i)^T (r, d) for the
+    blocks first, first + stride, ..."""
+    t, n, d = X.shape
+    r = W.shape[1]
+    v = np.empty(d)
+    q = np.empty(n)
+    g = np.empty(d)
     for blk in range(first, out.shape[0], stride):
-        _normal_operator_block(X, Vt, W, omega, blk * BLOCK, min((blk + 1) * BLOCK, t),
-                               out[blk])
+        acc = out[blk]
+        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, t)):
+            if omega[i] == 0.0:
+                continue  # contributes nothing: X_i need not be read (trimmed users)
+            _fill(v, 0.0)
+            for c in range(r):
+                wc = W[i, c]
+                for j in range(d):
+                    v[j] += wc * Vt[c, j]
+            for a in range(n):
+                s = 0.0
+                for j in range(d):
+                    s += X[i, a, j] * v[j]
+                q[a] = omega[i] * s
+            _correlate(X[i], q, g)
+            for c in range(r):
+                wc = W[i, c]
+                for j in range(d):
+                    acc[c, j] += g[j] * wc
 
 
 # ---------------------------------------------------------------- threads
