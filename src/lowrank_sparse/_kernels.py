@@ -14,7 +14,9 @@ bounds. X may be stored in float32 or float64; every product and sum is float64.
 
 Inputs must come in one layout (:func:`lowrank_sparse.local.kernel_arrays`): C-contiguous
 arrays, X float32 or float64, everything else float64 or intp, so that each X dtype
-compiles once (about 15 s, cached on disk by numba).
+compiles once (about 20 s of CPU, cached on disk by numba; what makes the compile
+long is the size of the code numba generates, hence the struct of work arrays and
+the few, single-site inlined helpers).
 
 Determinism: users are independent, and sums over users are taken in blocks of
 ``BLOCK`` users fixed by t alone, then added in block order, so results do not depend on
@@ -44,13 +46,14 @@ USERS_PER_TASK = 64
 _FAST = {"reassoc", "contract"}
 
 
-# inline="always" (numba's own inlining, typed again at every call site) only for
-# helpers with one or two call sites: small helpers called from many sites are inlined
-# by LLVM anyway, and inlining them in numba made the cold compile 38 s of CPU instead
-# of 30 s (benchmarks/bench_first_fit.py) for no measurable speed. Only the kernels
-# called from Python (entry=True) get numba's wrappers that make a compiled function
-# callable from Python and as a C callback: each is compiled code too (for the
-# helpers, ~8% of the code numba generated), and a helper is only called by kernels.
+# inline="always" (numba's own inlining: the callee's IR is copied and typed again at
+# every call site) only for helpers with one call site (two for _keep_as_best): small
+# helpers called from many sites are inlined by LLVM anyway, and inlining them in numba
+# made the cold compile 38 s of CPU instead of 30 s (benchmarks/bench_first_fit.py) for
+# no measurable speed. numba's wrappers that make a compiled function callable from
+# Python and as a C callback are compiled code too (~8% of what numba generated for the
+# helpers): only the kernels (entry=True) get them, and the inlined helpers, which are
+# compiled on their own only when called from Python (_n_tasks; _solve_spd in a test).
 def _jit(inline="never", entry=False):
     wrappers = {} if entry or inline != "never" else {"no_cpython_wrapper": True,
                                                       "no_cfunc_wrapper": True}
