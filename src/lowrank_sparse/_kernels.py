@@ -84,31 +84,31 @@ _VECTOR, _MATRIX, _INDICES = types.float64[::1], types.float64[:, ::1], types.in
 
 #: One thread's work arrays for a user (m = r + k), from :func:`_work`.
 Work = _WorkType([
-    ("At", _MATRIX),            # (r, n) A_i^T = (X_i U)^T: the first r rows of Mt
-    ("LA", _MATRIX),            # (r, r) Cholesky factor of A^T A, or I when Qt is the basis
-    ("Qt", _MATRIX),            # (r, n) orthonormal basis of range(A_i) when A^T A is singular
-    ("coords", _VECTOR),        # (r,) Q^T v, coordinates in range(A_i)
-    ("Mt", _MATRIX),            # (m, n) regressors of the refit, [A_i, X_i[:, S]]^T
-    ("G", _MATRIX),             # (m, m) their Gram matrix
-    ("h", _VECTOR),             # (m,) M^T y_i
-    ("L", _MATRIX),             # (m, m) Cholesky factor of G
-    ("coef", _VECTOR),          # (m,) refit coefficients [w, b_S]
-    ("res", _VECTOR),           # (n,) refit residual
-    ("S", _INDICES),            # (k,) current support, sorted
-    ("T", _INDICES),            # (k,) the k largest gradient entries
-    ("grad", _VECTOR),          # (d,) X_i^T res
-    ("b", _VECTOR),             # (d,) b of the current point
-    ("score", _VECTOR),         # (d,) selection scores
-    ("top_score", _VECTOR),     # (k,) scores of the k best so far (top-k insertion list)
-    ("direction", _VECTOR),     # (n,) X_T g_T, the line-search direction in sample space
-    ("Py", _VECTOR),            # (n,) P y_i, the response off range(A_i)
-    ("colnorm", _VECTOR),       # (d,) ||P x_j||, projected column norms
-    ("BX", _MATRIX),            # (r, d) B^T X_i, for them
-    ("seeds", _INDICES),        # (n_starts,) first columns of the greedy starts
-    ("best_S", _INDICES),       # (k,) the lowest-residual point of an HTP run: support,
-    ("best_coef", _VECTOR),     # (m,) coefficients,
-    ("best_res", _VECTOR),      # (n,) residual,
-    ("best_grad", _VECTOR),     # (d,) X_i^T residual (when HTP stopped there)
+    ("At", _MATRIX),         # (r, n) A_i^T = (X_i U)^T: the first r rows of Mt
+    ("LA", _MATRIX),         # (r, r) Cholesky factor of A^T A, or I when Qt is the basis
+    ("Qt", _MATRIX),         # (r, n) orthonormal basis of range(A_i) when A^T A is singular
+    ("coords", _VECTOR),     # (r,) Q^T v, coordinates in range(A_i)
+    ("Mt", _MATRIX),         # (m, n) regressors of the refit, [A_i, X_i[:, S]]^T
+    ("G", _MATRIX),          # (m, m) their Gram matrix
+    ("h", _VECTOR),          # (m,) M^T y_i
+    ("L", _MATRIX),          # (m, m) Cholesky factor of G
+    ("coef", _VECTOR),       # (m,) refit coefficients [w, b_S]
+    ("res", _VECTOR),        # (n,) refit residual
+    ("S", _INDICES),         # (k,) current support, sorted
+    ("T", _INDICES),         # (k,) the k largest gradient entries
+    ("grad", _VECTOR),       # (d,) X_i^T res
+    ("b", _VECTOR),          # (d,) b of the current point
+    ("score", _VECTOR),      # (d,) selection scores
+    ("top_score", _VECTOR),  # (k,) scores of the k best so far (top-k insertion list)
+    ("direction", _VECTOR),  # (n,) X_T g_T, the line-search direction in sample space
+    ("Py", _VECTOR),         # (n,) P y_i, the response off range(A_i)
+    ("colnorm", _VECTOR),    # (d,) ||P x_j||, projected column norms
+    ("BX", _MATRIX),         # (r, d) B^T X_i, for them
+    ("seeds", _INDICES),     # (n_starts,) first columns of the greedy starts
+    ("best_S", _INDICES),    # (k,) the lowest-residual point of an HTP run: support,
+    ("best_coef", _VECTOR),  # (m,) coefficients,
+    ("best_res", _VECTOR),   # (n,) residual,
+    ("best_grad", _VECTOR),  # (d,) X_i^T residual (when HTP stopped there)
 ])
 
 

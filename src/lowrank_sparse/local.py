@@ -297,8 +297,8 @@ def precompile(dtypes=("float64",)) -> None:
     """Compile the kernels for X stored in each of ``dtypes`` ("float64", "float32") into
     numba's on-disk cache (``NUMBA_CACHE_DIR``, by default next to the library), or load
     them from it, e.g. before starting processes that would otherwise each compile them
-    at once (a pipeline's parallel fit jobs). Compiling takes ~20 s of CPU per dtype; a later
-    process loads them in a fraction of a second."""
+    at once (a pipeline's parallel fit jobs). Compiling takes ~20 s of CPU per dtype; a
+    later process loads them in a fraction of a second."""
     from ._kernels import normal_operator
 
     rng = np.random.default_rng(0)
