@@ -54,10 +54,14 @@ _FAST = {"reassoc", "contract"}
 # Python and as a C callback are compiled code too (~8% of what numba generated for the
 # helpers): only the kernels (entry=True) get them, and the inlined helpers, which are
 # compiled on their own only when called from Python (_n_tasks; _solve_spd in a test).
+# error_model="numpy": no zero-divisor check (and ZeroDivisionError) at each division,
+# which the kernels never divide by (checked before, or clamped): the same results, and
+# ~1.5 s less of the cold compile.
 def _jit(inline="never", entry=False):
     wrappers = {} if entry or inline != "never" else {"no_cpython_wrapper": True,
                                                       "no_cfunc_wrapper": True}
-    return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline, **wrappers)
+    return njit(cache=True, fastmath=_FAST, nogil=True, inline=inline, error_model="numpy",
+                **wrappers)
 
 
 #: What the local step writes, one row per user: support (t, k) intp, coef (t, r + k)
