@@ -82,9 +82,11 @@ def second_moment(X, y, *, chunk_size=None) -> np.ndarray:
     the flops of a product) while Z is in cache. The blocks are summed into a number of
     partial sums set by (t, n, d) alone, which run as tasks on numba's threads
     (``numba.get_num_threads()``), each calling BLAS on one thread, and are added in
-    order: the result does not depend on the number of threads. (With OpenBLAS's own
-    threads, whose workers spin between calls, this took 26 passes over X at t=1e5 on a
-    busy 2-core machine; with one thread 4.) ``chunk_size`` bounds the users per block.
+    order: the result does not depend on the number of threads. (One product over
+    256 MB chunks on OpenBLAS's own threads, whose workers spin between calls, took
+    83-121 s = 125-182 passes over X at t=1e5, n=40, d=100, float32 X on the 2-core
+    machine at load 4-5; this takes 3.4-4.5 s = 5-7 passes there.) ``chunk_size``
+    bounds the users per block.
     X: (t, n, d) float32 or float64, y: (t, n).
     """
     from ._kernels import _on_threads
