@@ -10,7 +10,7 @@ from _common import atomic_outputs, setup_logging  # noqa: E402
 from lowrank_sparse.local import precompile  # noqa: E402
 from lowrank_sparse.experiment import fit_cell, versions  # noqa: E402
 
-log = setup_logging(snakemake)
+log = setup_logging(snakemake, threads=snakemake.params.compute_threads)
 # The first call of a numba kernel in a process loads it from numba's cache (~0.3 s):
 # done here, so that it is not counted in the first fit's time.
 precompile()
