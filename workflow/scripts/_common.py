@@ -18,6 +18,9 @@ def setup_logging(snakemake, threads=None):
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=log_path, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # The library's progress lines (one per outer iteration of every fit) would swell
+    # each job's log and add a write per iteration to timed fits: warnings only.
+    logging.getLogger("lowrank_sparse").setLevel(logging.WARNING)
     sys.stderr = open(log_path, "a", buffering=1)
 
     def excepthook(kind, value, tb):
