@@ -231,7 +231,7 @@ def _phase_panel(ax, results, name):
     ns, ts = grid.columns.to_numpy(float), grid.index.to_numpy(float)
     mesh = ax.pcolormesh(_cell_edges(ns), _cell_edges(ts, log=True), grid.to_numpy(),
                          cmap="viridis", vmin=0, vmax=1, shading="flat")
-    ax.axvline(r + k, color="w", ls=":", lw=1.2, label="n = r + k")
+    ax.axvline(r + k, color="0.6", ls=":", lw=1.2, label="n = r + k")
     known = n50_by_setting(results, name)
     known = known[known["method"] == "known_subspace"].sort_values("t")
     ax.errorbar(known["n_50"], known["t"], xerr=_yerr(known), fmt="s--", color="orange",
