@@ -12,12 +12,15 @@ must drop mis-fitted users: the default ``Adaptive`` rule does, as does ``--robu
 trimmed``; ``--robust huber``, the former default, stalls there). Prints the
 time to draw the data, the subspace distance after every outer iteration as it runs,
 then the fit time, users recovered (relative error of theta_i below 1e-3), the
-distance and the peak resident memory of the process. DP-AMHT-LRS uses
+distance and the peak resident memory of the process; the library's progress (each
+phase before the first iteration, then each outer iteration: wall time, share of users
+restarted, change of U) is logged at INFO to stderr as it runs. DP-AMHT-LRS uses
 delta = 1 / (10 t) unless --delta is given (delta must be well below 1 / t: a
 mechanism that published one whole user's data at random would otherwise satisfy it).
 """
 
 import argparse
+import logging
 import resource
 import time
 
@@ -43,6 +46,8 @@ def main():
     parser.add_argument("--delta", type=float, default=None,
                         help="DP delta (default 1 / (10 t))")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s",
+                        datefmt="%H:%M:%S")
     start = time.perf_counter()
     print(f"drawing X: t={args.t:,}, n={args.n}, d={args.d}, {args.dtype} ...", flush=True)
     problem = ls.make_problem(args.d, args.t, args.r, args.k, rng=0)

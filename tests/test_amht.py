@@ -233,6 +233,9 @@ def test_local_fit_carries_its_residuals_and_correlations(backend):
     warm = ls.local_step(data.X, data.y, U, 3, backend=backend)
     fit = ls.local_step(data.X, data.y, U, 3, support_init=warm.support, chunk_size=37,
                         backend=backend)
+    # Without a warm start every user starts from greedy supports; with one, only the
+    # outliers (residual norm above twice the median) are restarted.
+    assert warm.n_restarted == 200 and 0 < fit.n_restarted < 100
     lowrank = np.einsum("tnd,td->tn", data.X, fit.W @ U.T)
     sparse = np.einsum("tnd,td->tn", data.X, fit.sparse(30))
     np.testing.assert_allclose(fit.lowrank_predictions, lowrank, atol=1e-12)
@@ -250,6 +253,59 @@ def test_moment_init_finds_the_subspace_with_many_samples():
     U0 = ls.moment_init(data.X, data.y, 2)
     np.testing.assert_allclose(U0.T @ U0, np.eye(2), atol=1e-12)
     assert metrics.subspace_distance(problem.U, U0) <= 0.2
+
+
+def test_second_moment_is_the_closed_form_whatever_its_blocks(monkeypatch):
+    # One read of X in small blocks summed into partial sums on numba's threads: the
+    # formula's matrix to rounding for every block size, number of partial sums and
+    # storage of X, and bit for bit the same on one thread as on several.
+    import numba
+
+    from lowrank_sparse import _linalg, amht
+
+    rng = np.random.default_rng(5)
+    t, n, d = 301, 7, 6
+    X, y = rng.standard_normal((t, n, d)), rng.standard_normal((t, n))
+    for X_ in (X, X.astype(np.float32)):
+        expected = np.einsum("tn,tnd,tne->de", y ** 2, X_.astype(np.float64),
+                             X_.astype(np.float64)) / (t * n)
+        for chunk_size, parts in ((None, None), (1, 3), (13, 5), (1000, 1)):
+            if parts is not None:  # MOMENT_PARTIAL_FLOATS // d^2 partial sums
+                monkeypatch.setattr(amht, "MOMENT_PARTIAL_FLOATS", parts * d * d)
+            M = amht.second_moment(X_, y, chunk_size=chunk_size)
+            np.testing.assert_allclose(M, expected, rtol=1e-13, atol=1e-14,
+                                       err_msg=f"{X_.dtype}, {chunk_size}, {parts}")
+    monkeypatch.setattr(_linalg, "PARALLEL_MIN_ENTRIES", 0)  # threads even for this X
+    monkeypatch.setattr(amht, "MOMENT_PARTIAL_FLOATS", 7 * d * d)
+    several = amht.second_moment(X, y, chunk_size=10)
+    default_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = amht.second_moment(X, y, chunk_size=10)
+    finally:
+        numba.set_num_threads(default_threads)
+    np.testing.assert_array_equal(one, several)
+
+
+def test_progress_is_logged_at_info(caplog):
+    # Per phase and per outer iteration, on the "lowrank_sparse" logger at INFO: silent
+    # unless an application enables INFO (the package adds only a NullHandler).
+    import logging
+
+    problem, data = make_instance(seed=2)
+    with caplog.at_level(logging.INFO, logger="lowrank_sparse"):
+        fit = ls.amht_lrs(data.X, data.y, 2, 2)
+    assert all(record.levelno == logging.INFO for record in caplog.records)
+    lines = [record.getMessage() for record in caplog.records]
+    iterations = [line for line in lines if line.startswith("AMHT-LRS iteration")]
+    warmup = [line for line in lines if line.startswith("AMHT-LRS low-rank warm-up")]
+    assert len(iterations) == fit.n_iter and len(warmup) == 3
+    assert "100.0% of users restarted" in iterations[0]  # no warm start yet
+    assert any(line.startswith("AMHT-LRS: initial subspace (moments)") for line in lines)
+    assert any(line.startswith("AMHT-LRS final local step") for line in lines)
+    assert lines[-1].startswith(f"AMHT-LRS: converged after {fit.n_iter} iterations")
+    assert any(isinstance(h, logging.NullHandler)
+               for h in logging.getLogger("lowrank_sparse").handlers)
 
 
 def test_float32_storage_is_kept_and_fits_as_float64():

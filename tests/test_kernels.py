@@ -14,6 +14,7 @@ from conftest import make_instance
 
 def assert_same_fit(a, b, atol=1e-10):
     np.testing.assert_array_equal(a.support, b.support)
+    assert a.n_restarted == b.n_restarted
     for name in ("W", "values", "residual", "residual_vectors", "lowrank_predictions",
                  "residual_correlations"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol,

@@ -100,6 +100,38 @@ def test_every_job_keeps_its_log_and_benchmark(pipeline):
         assert (pipeline / "results" / "benchmarks" / f"{job}.tsv").exists(), job
 
 
+def jobs_running_beside(log_text, sweeps):
+    """For each job of the given sweeps, the ids of the jobs that ran while it ran: from
+    the order of the start ("rule fit:" ... "jobid: N") and end ("Finished jobid: N")
+    entries of snakemake's log, so no clock resolution is involved."""
+    running, beside = set(), {}
+    for entry in re.split(r"^\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n", log_text, flags=re.M):
+        finished = re.match(r"Finished jobid: (\d+)", entry)
+        started = re.match(r"(?:local)?rule \w+:\n(?:.*\n)*?    jobid: (\d+)", entry)
+        if finished:
+            running.discard(finished.group(1))
+        elif started:
+            job = started.group(1)
+            for other in running & set(beside):
+                beside[other].add(job)
+            sweep = re.search(r"wildcards: sweep=(\w+)", entry)
+            if sweep and sweep.group(1) in sweeps:
+                beside[job] = set(running)
+            running.add(job)
+    return beside
+
+
+def test_timed_fits_run_alone(pipeline):
+    """The fit jobs of a ``timed`` sweep hold every core: no job runs beside them."""
+    config = load_config_file(pipeline / "config" / "test.yaml")
+    timed = {sweep for sweep, spec in config["sweeps"].items() if spec.get("timed")}
+    assert timed == {"runtime_t", "runtime_d"}
+    log = next(text for path in sorted((pipeline / ".snakemake" / "log").glob("*.log"))
+               if "rule fit:" in (text := path.read_text()))
+    beside = jobs_running_beside(log, timed)
+    assert len(beside) == 2 and not any(beside.values()), beside
+
+
 def test_results_table_is_tidy_and_sane(pipeline):
     results = pd.read_csv(pipeline / "results" / "results.csv")
     expected = {"sweep", "method", "d", "t", "n", "r", "k", "noise", "epsilon", "replicate",
@@ -154,21 +186,30 @@ def test_edits_rerun_only_what_they_affect(pipeline, tmp_path):
             (workdir / "results" / "fits").rglob("*.json")} <= planned
 
 
-def test_missing_intermediates_are_rebuilt(pipeline, tmp_path):
+def test_missing_intermediates_are_rebuilt_bit_for_bit(pipeline, tmp_path):
+    """A plain run rebuilds a deleted fit record and results table, and only those; one
+    fit job of every method rerun in a fresh process gives the same tables, bit for bit
+    (the tables are functions of the fit records, so one job per method covers every
+    fitting code path without rerunning the whole grid)."""
     workdir = copy_run(pipeline, tmp_path)
-    fit = workdir / "results" / "fits" / "privacy" / "dp_amht_lrs" / "batch~0.json"
-    fit.unlink()
+    fits = (workdir / "results" / "fits")
+    one_per_method = {path.parent.name: path for path in sorted(fits.rglob("batch~0.json"))}
+    assert len(one_per_method) >= 9
+    deleted = {str(path.relative_to(workdir)) for path in one_per_method.values()}
+    for path in one_per_method.values():
+        path.unlink()
     (workdir / "results" / "results.csv").unlink()
     planned = planned_jobs(run(workdir, "-n").stdout)
-    assert {str(fit.relative_to(workdir)), "results/results.csv"} <= planned
-    assert not any("/fits/" in job for job in planned - {str(fit.relative_to(workdir))})
-    # (up to the table only: the figures would merely be redrawn, which takes a while)
-    result = run(workdir, "results/results.csv", check=False)
+    assert deleted | {"results/results.csv"} <= planned
+    assert {job for job in planned if "/fits/" in job} == deleted
+    tables = ["results/results.csv", "results/traces.csv"] + [
+        f"paper_figures/{name}" for name in OUTPUT_FILES if name.endswith(".csv")]
+    result = run(workdir, *tables, check=False)  # the figures are not redrawn: too slow
     assert result.returncode == 0, result.stderr[-3000:]
-    pd.testing.assert_frame_equal(without_timing(workdir / "results" / "results.csv"),
-                                  without_timing(pipeline / "results" / "results.csv"),
-                                  check_exact=True)
-    assert "Nothing to be done" in run(workdir, "-n", "results/results.csv").stdout
+    for rel in tables:
+        pd.testing.assert_frame_equal(without_timing(pipeline / rel),
+                                      without_timing(workdir / rel), check_exact=True)
+    assert "Nothing to be done" in run(workdir, "-n", *tables).stdout
 
 
 def test_a_truncated_fit_record_is_named_and_nothing_is_written(pipeline, tmp_path):
@@ -185,52 +226,36 @@ def test_a_truncated_fit_record_is_named_and_nothing_is_written(pipeline, tmp_pa
 
 
 def test_a_truncated_results_table_is_named_and_nothing_is_drawn(pipeline, tmp_path):
+    """One figure and one table (every output reads the table through the same check,
+    ``_common.read_tables``; each damage it names: tests/test_results.py)."""
     workdir = copy_run(pipeline, tmp_path)
-    table = workdir / "results" / "results.csv"
-    lines = table.read_text().splitlines(keepends=True)
-    table.write_text("".join(lines[:3]) + lines[3][:len(lines[3]) // 2])  # cut in a row
-    result = run(workdir, "--keep-going", check=False)
-    assert result.returncode != 0
-    for output in OUTPUTS.values():  # each job failed, naming the table and what is wrong
-        log = (workdir / "results" / "logs" / "figures" / f"{output.stem}.log").read_text()
-        assert "ValueError: results/results.csv, line 4: no value for 'fitted': the table is " \
-               "truncated or damaged" in log, log[-2000:]
-    assert not list(workdir.glob("paper_figures/*"))  # and wrote nothing
-    # a table cut at the end of a row: an output names the sweep that lacks rows (one
-    # figure and one table: every output's check is the one shown above)
-    table.write_text("".join(lines[:3]))
     some = [output for output in OUTPUTS.values() if output.kind == "figure"][:1] + [
         output for output in OUTPUTS.values() if output.kind == "table"][:1]
-    result = run(workdir, "--keep-going", *(f"paper_figures/{output.stem}.{output.extensions[0]}"
-                                            for output in some), check=False)
-    assert result.returncode != 0
-    for output in some:
-        log = (workdir / "results" / "logs" / "figures" / f"{output.stem}.log").read_text()
-        assert re.search(r"ValueError: results/results.csv: sweep '\w+', method '\w+' has \d+ "
-                         r"rows; the config plans \d+", log), log[-2000:]
-    assert not list(workdir.glob("paper_figures/*"))
+    targets = [f"paper_figures/{output.stem}.{output.extensions[0]}" for output in some]
+    table = workdir / "results" / "results.csv"
+    lines = table.read_text().splitlines(keepends=True)
+    for damaged, message in [
+            # cut in a row
+            ("".join(lines[:3]) + lines[3][:len(lines[3]) // 2],
+             r"ValueError: results/results\.csv, line 4: no value for 'fitted': the table is "
+             r"truncated or damaged"),
+            # cut at the end of a row: the output names the sweep that lacks rows
+            ("".join(lines[:3]),
+             r"ValueError: results/results\.csv: sweep '\w+', method '\w+' has \d+ rows; "
+             r"the config plans \d+")]:
+        table.write_text(damaged)
+        result = run(workdir, "--keep-going", *targets, check=False)
+        assert result.returncode != 0
+        for output in some:
+            log = (workdir / "results" / "logs" / "figures" / f"{output.stem}.log").read_text()
+            assert re.search(message, log), log[-2000:]
+            assert not list(workdir.glob(f"paper_figures/{output.stem}.*"))  # nothing drawn
 
 
-def test_two_runs_give_identical_tables(pipeline, tmp_path):
-    workdir = checkout(tmp_path, source=pipeline)
-    tables = ["results/results.csv", "results/traces.csv"] + [
-        f"paper_figures/{name}" for name in OUTPUT_FILES if name.endswith(".csv")]
-    run(workdir, *tables)  # the figures are not compared: no need to draw them
-    for rel in tables:
-        pd.testing.assert_frame_equal(without_timing(pipeline / rel),
-                                      without_timing(workdir / rel), check_exact=True)
-
-
-@pytest.mark.parametrize("original,replacement,named", [
-    ("replicates: 2", "replicates: 0", "replicates"),
-    ("root_seed: 7", "root_seed: 7\nunknown_key: 1", "unknown_key"),
-    ("n_test: 20", "n_test: twenty", "twenty"),
-    ("methods: [amht_lrs, known_subspace, oracle, per_user_least_squares]",
-     "methods: [amht_lrs, magic]", "sweeps.phase_transition.methods: unknown method 'magic'"),
+@pytest.mark.parametrize("original,replacement,named", [  # (every value: test_config.py)
     ("n: [2, 4, 8]", 'n: ["abc", 4, 8]', "sweeps.phase_transition.grid.n: 'abc' is a string"),
-    ("epsilon: [1.0, 8.0]", "epsilon: [1.0, 1.0e+6]", "sweeps.privacy.grid.epsilon: 1000000.0"),
     ("  total_samples:", "  runtime_d:\n    grid: {d: [8]}\n    methods: [amht_lrs]\n"
-     "  total_samples:", "test.yaml, line 41: duplicated key 'runtime_d' (first at line 17)"),
+     "  total_samples:", "test.yaml, line 42: duplicated key 'runtime_d' (first at line 17)"),
 ])
 def test_bad_config_fails_at_start_naming_the_problem(tmp_path, original, replacement, named):
     workdir = checkout(tmp_path)

@@ -386,6 +386,29 @@ def test_the_private_fit_never_restarts_by_a_statistic_over_users(monkeypatch):
     assert seen == [None] * 13
 
 
+def test_float32_storage_is_kept_and_releases_as_float64(monkeypatch):
+    # X in float32 reaches the private fit as given (no float64 copy: half the memory of
+    # a million users), and every sum is float64: with the same noise stream, the same
+    # releases and results as the same values stored in float64, to rounding.
+    seen, real = [], dp_amht._private_fit
+
+    def spy(X, *args):
+        seen.append(X.dtype)
+        return real(X, *args)
+
+    monkeypatch.setattr(dp_amht, "_private_fit", spy)
+    _, data = make_instance(d=20, t=300, r=2, k=1, n=15, noise=0.1, seed=4, n_test=0)
+    X32 = data.X.astype(np.float32)
+    fit32 = dp_amht.dp_amht_lrs(X32, data.y, 2, 1, 4.0, 1e-5, n_iter=4, rng=7)
+    fit64 = dp_amht.dp_amht_lrs(X32.astype(np.float64), data.y, 2, 1, 4.0, 1e-5, n_iter=4,
+                                rng=7)
+    assert seen == [np.float32, np.float64]
+    for mine, theirs in zip(fit32.extra["privacy"].releases, fit64.extra["privacy"].releases):
+        assert mine == theirs  # the same ledger: names, clips, noise multipliers
+    assert metrics.subspace_distance(fit32.U, fit64.U) <= 1e-10
+    np.testing.assert_allclose(fit32.theta, fit64.theta, atol=1e-9)
+
+
 @pytest.mark.parametrize("at,add", [(0, True), (0, False), (7, True)])
 def test_audit_of_neighbours_near_the_sample_complexity(at, add):
     """n = 6 = r + k + 2, where HTP's result depends on its start: a user added or

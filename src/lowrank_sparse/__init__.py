@@ -1,5 +1,11 @@
 """Personalization with low-rank plus sparse user parameters: theta_i = U w_i + b_i."""
 
+import logging
+
+# Progress is logged at INFO on the "lowrank_sparse" logger; silent unless the
+# application configures logging (the library convention: a NullHandler, no output).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 from . import metrics
 from .alternating import ConvergenceWarning, FitResult
 from .amht import History, amht_lrs, moment_init

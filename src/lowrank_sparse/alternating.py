@@ -19,6 +19,7 @@ and in which users the local step restarts, which is decided here, in one place:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ import numpy as np
 from ._linalg import storage
 from .local import local_step, single_threaded_blas
 from .metrics import principal_sine
+
+logger = logging.getLogger(__name__)
 
 #: Subspace change (sine) above which the local step restarts every user; measured on
 #: d=50, t=400, r=k=2: 1e-2 keeps the n_50 of always restarting at a third of the cost.
@@ -78,7 +81,7 @@ class Run:
 
 def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restarts,
               n_starts=1, htp_iter=20, batches=None, chunk_size=None, backend="numba",
-              blas_single_threaded=True, callback=None, final_step=True) -> Run:
+              blas_single_threaded=True, callback=None, final_step=True, name="fit") -> Run:
     """Alternate local steps and ``global_step`` from the subspace U (d, r).
 
     ``global_step(U, X_batch, fit, changes) -> (U_new, info)``: the new U (any basis; it
@@ -89,6 +92,10 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
     ``tol`` is None, when the change of U is <= ``tol``. ``callback(iteration, U)`` after each global step.
     ``final_step=False`` skips the final local step (``final`` is None): for a run that
     only refines U for another.
+    Logs each iteration at INFO (logger ``lowrank_sparse.alternating``, prefixed with
+    ``name``): its wall time, the share of users restarted from greedy supports, the
+    change of U and ``info``; nothing computed from a ground truth, nothing else from
+    the users' data.
     """
     t, n, d = X.shape
     if backend == "numba":
@@ -112,6 +119,7 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
             losses.append(float(fit.residual.sum() / (t * Xb.shape[1])))
             steps.append(info)
             seconds.append(time.perf_counter() - start)
+            _log_iteration(name, it, seconds, fit.n_restarted / t, changes[-1], info)
             spare, fit = fit, None  # the next local step writes into its arrays
             U = U_new
             if callback is not None:
@@ -122,8 +130,26 @@ def alternate(X, y, U, sparsity, global_step, *, n_iter, tol, cross_user_restart
         final = None if not final_step else local_step(
             X, y, U, sparsity, support_init=support, max_iter=htp_iter, n_starts=n_starts,
             restart_above=restart_above, chunk_size=chunk_size, backend=backend, out=spare)
+    if final is not None:
+        elapsed = time.perf_counter() - start
+        logger.info("%s final local step: %.1f s (%.1f s in all), %.1f%% of users restarted",
+                    name, elapsed - (seconds[-1] if seconds else 0.0), elapsed,
+                    100 * final.n_restarted / t)
     return Run(U=U, final=final, changes=np.array(changes), steps=steps,
                train_loss=np.array(losses), seconds=np.array(seconds), converged=converged)
+
+
+def _log_iteration(name, it, seconds, restarted, change, info):
+    """One INFO line per outer iteration (the argument list is only formatted if INFO is
+    enabled)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    step = seconds[-1] - (seconds[-2] if len(seconds) > 1 else 0.0)
+    details = "".join(f", {key} {value:.3g}" if isinstance(value, float) else
+                      f", {key} {value}" for key, value in info.items())
+    logger.info("%s iteration %d: %.1f s (%.1f s in all), %.1f%% of users restarted, "
+                "change of U %.2e%s", name, it + 1, step, seconds[-1], 100 * restarted,
+                change, details)
 
 
 def _batch(X, y, batch, backend):

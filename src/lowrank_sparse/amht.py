@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._linalg import default_chunk_size, user_chunks, worth_threads
+from ._linalg import default_chunk_size, worth_threads
 from ._validation import (check_int, check_positive, check_rank_sparsity, check_subspace,
                           check_xy, in_unit_scale)
 from .alternating import ConvergenceWarning, FitResult, alternate
 from .global_step import solve_cg, solve_direct
 from .local import check_backend, single_threaded_blas
 from .robust import check_robust, default_rule
+
+logger = logging.getLogger(__name__)
 
 #: Iterations of plain alternating minimization (sparsity 0) that refine a computed
 #: initial subspace before the sparse parts are fitted. With random supports the b_i act
@@ -54,22 +58,62 @@ def moment_init(X, y, rank, *, chunk_size=None) -> np.ndarray:
 
     X: (t, n, d), y: (t, n). Returns U0 (d, rank) with orthonormal columns.
     """
-    X, y = check_xy(X, y)
+    X, y = check_xy(X, y, keep_float32=True)
     t, n, d = X.shape
     rank = check_int("rank", rank, low=1, high=d, high_inclusive=False)
     M = second_moment(X, y, chunk_size=chunk_size)
     return top_eigenvectors(M, rank)
 
 
+#: Users per block of :func:`second_moment` are set so that the block's float64 rows
+#: |y_ij| x_ij take about this many floats (1 MB): they stay in cache for the rank-k
+#: update that reads them back.
+MOMENT_BLOCK_FLOATS = 1 << 17
+#: The blocks of :func:`second_moment` are summed into at most this many floats of
+#: partial (d, d) sums (32 MB), one per task.
+MOMENT_PARTIAL_FLOATS = 1 << 22
+
+
 def second_moment(X, y, *, chunk_size=None) -> np.ndarray:
-    """(d, d) (1 / (t n)) sum_ij y_ij^2 x_ij x_ij^T, accumulated over chunks of users."""
+    """(d, d) (1 / (t n)) sum_ij y_ij^2 x_ij x_ij^T, in one read of X.
+
+    Per block of users, Z^T Z with Z the rows |y_ij| x_ij in float64 (whatever X's
+    storage): a symmetric rank-k update (numpy's matmul calls BLAS syrk for Z^T Z, half
+    the flops of a product) while Z is in cache. The blocks are summed into a number of
+    partial sums set by (t, n, d) alone, which run as tasks on numba's threads
+    (``numba.get_num_threads()``), each calling BLAS on one thread, and are added in
+    order: the result does not depend on the number of threads. (One product over
+    256 MB chunks on OpenBLAS's own threads, whose workers spin between calls, took
+    83-121 s = 125-182 passes over X at t=1e5, n=40, d=100, float32 X on the 2-core
+    machine at load 4-5; this takes 3.4-4.5 s = 5-7 passes there.) ``chunk_size``
+    bounds the users per block.
+    X: (t, n, d) float32 or float64, y: (t, n).
+    """
+    from ._kernels import _on_threads
+
     t, n, d = X.shape
-    chunk_size = chunk_size or default_chunk_size(n, d)
-    M = np.zeros((d, d))
-    for sl in user_chunks(t, chunk_size):
-        Xy = (X[sl] * np.abs(y[sl])[..., None]).reshape(-1, d)
-        M += Xy.T @ Xy
-    return M / (t * n)
+    block = max(1, MOMENT_BLOCK_FLOATS // (n * d))
+    if chunk_size is not None:
+        block = min(block, chunk_size)
+    n_blocks = -(-t // block)
+    n_parts = max(1, min(n_blocks, MOMENT_PARTIAL_FLOATS // (d * d)))
+    # Part p sums the blocks [p n_blocks / n_parts, (p + 1) n_blocks / n_parts).
+    bounds = [(p * n_blocks // n_parts) * block for p in range(n_parts)] + [t]
+    partial = np.zeros((n_parts, d, d))
+    abs_y = np.abs(y)
+
+    def sum_parts(first, stride):
+        rows = np.empty((block, n, d))
+        for p in range(first, n_parts, stride):
+            for lo in range(bounds[p], bounds[p + 1], block):
+                hi = min(lo + block, bounds[p + 1])
+                Z = np.multiply(X[lo:hi], abs_y[lo:hi, :, None],
+                                out=rows[:hi - lo]).reshape(-1, d)
+                partial[p] += Z.T @ Z
+
+    with single_threaded_blas(True):
+        _on_threads(sum_parts, n_parts, X.size)
+    return partial.sum(axis=0) / (t * n)
 
 
 def top_eigenvectors(M, rank) -> np.ndarray:
@@ -135,6 +179,9 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         batched reference. Results agree to rounding.
     callback : callable(iteration, U), optional
         Called after each global step, e.g. to trace the distance to a known U*.
+        Progress (per phase and per outer iteration: wall time, share of users
+        restarted, change of U, CG iterations) is logged at INFO on the ``lowrank_sparse``
+        logger, silent unless enabled, e.g. ``logging.basicConfig(level=logging.INFO)``.
     rng : None, int or Generator
         Only used by ``init="random"``.
 
@@ -176,6 +223,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     Plus Sparse Components", AISTATS 2024. Foucart, "Hard thresholding pursuit", SIAM J.
     Numer. Anal. 2011. Huber, "Robust Statistics", 1981.
     """
+    start = time.perf_counter()
     X, y = check_xy(X, y, keep_float32=True)
     t, n, d = X.shape
     rank, sparsity = check_rank_sparsity(rank, sparsity, d, n, t)
@@ -191,7 +239,9 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         chunk_size = check_int("chunk_size", chunk_size, low=1)
     chunk_size = chunk_size or default_chunk_size(n, d)
     small = not worth_threads(X.size)  # one BLAS thread (PARALLEL_MIN_ENTRIES)
-    with single_threaded_blas(small):
+    # The set-up's passes over X run on numba's threads or are memory-bound: OpenBLAS's
+    # own threads would only spin against them.
+    with single_threaded_blas(True):
         # Fit in units where X and y are O(1): dividing by powers of two is exact, and the
         # algorithm is scale-equivariant, so fit(a X, b y) gives theta b / a.
         X, y, x_scale, y_scale = in_unit_scale(X, y)
@@ -199,8 +249,15 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         if isinstance(robust, str):  # "auto"
             n_batch = n if batches is None else batches[0].stop - batches[0].start
             robust = default_rule(n_batch, d, rank, sparsity)
+        logger.info("AMHT-LRS: t=%d users, n=%d, d=%d, X %s (%.2f GiB), r=%d, k=%d, U step "
+                    "%s; data checked and scaled in %.1f s", t, n, d, X.dtype, X.nbytes / 2**30,
+                    rank, sparsity, "least squares" if robust is None else type(robust).__name__,
+                    time.perf_counter() - start)
+        phase = time.perf_counter()
         U = _initial_subspace(init, X, y, rank, chunk_size, rng)
         col_sq = np.einsum("tnd,tnd->t", X, X, dtype=np.float64) if batches is None else None
+        logger.info("AMHT-LRS: initial subspace (%s) in %.1f s",
+                    init if isinstance(init, str) else "given", time.perf_counter() - phase)
     unit = y_scale / x_scale
 
     def least_squares_step(U, Xb, fit, changes, rule=robust, k=sparsity):
@@ -234,9 +291,12 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
             and LOWRANK_WARMUP_ITERATIONS):
         warmup = functools.partial(least_squares_step, rule=None, k=0)
         U = alternate(X, y, U, 0, warmup, n_iter=LOWRANK_WARMUP_ITERATIONS, tol=tol,
-                      final_step=False, **loop).U
+                      final_step=False, name="AMHT-LRS low-rank warm-up", **loop).U
     run = alternate(X, y, U, sparsity, least_squares_step, n_iter=n_iter, tol=tol,
-                    batches=batches, callback=callback, **loop)
+                    batches=batches, callback=callback, name="AMHT-LRS", **loop)
+    logger.info("AMHT-LRS: %s after %d iterations, %.1f s in all",
+                "converged" if run.converged else "not converged", len(run.changes),
+                time.perf_counter() - start)
     history = History(subspace_change=run.changes, train_loss=run.train_loss * y_scale ** 2,
                       n_downweighted=np.array([s["n_downweighted"] for s in run.steps]),
                       cg_iterations=np.array([s["cg_iterations"] for s in run.steps]),

@@ -330,8 +330,8 @@ def _runtime_linear(results, traces):
                                        "runtime_linear", reduce="median")
     return Verdict(value, low, high, bool(0.8 <= value <= 1.2),
                    f"log-log slope of the median time per outer iteration over t = "
-                   f"{[int(t) for t in sorted(sweep['t'].unique())]} (wall times: they vary between "
-                   f"runs)")
+                   f"{[int(t) for t in sorted(sweep['t'].unique())]} (wall times of fits "
+                   f"run alone, in one thread; they vary between runs)")
 
 
 #: Every claim, in the order of the table.

@@ -38,6 +38,8 @@ against a ground truth are not private either.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -50,6 +52,8 @@ from .amht import top_eigenvectors
 from .local import check_backend
 from .privacy import (NEIGHBOURING_RELATION, GaussianSumMechanism, PrivacyReport,
                       calibrate_noise_multiplier, check_delta, epsilon_spent)
+
+logger = logging.getLogger(__name__)
 
 #: noise_dominated when, in the last iteration, the predicted rotation of U by the
 #: gradient noise alone (released quantities only) is above this sine ...
@@ -157,6 +161,9 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     Parameters
     ----------
     X : (t, n, d) array;  y : (t, n) array
+        float32 X is kept as given, as in :func:`lowrank_sparse.amht.amht_lrs` (every sum
+        and product is float64: the releases are those of the same values in float64,
+        to rounding); anything else becomes float64.
     rank, sparsity : int
         r and k as in :func:`lowrank_sparse.amht.amht_lrs`; k = 0 is private low-rank-only
         alternating minimization (Jain et al. 2021) through the same code path.
@@ -183,6 +190,9 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     FitResult with ``history`` a :class:`PrivateHistory`, ``extra["privacy"]`` a
     :class:`lowrank_sparse.privacy.PrivacyReport` and ``extra["not_private"]`` the
     :class:`NotPrivateDiagnostics` (not private: do not release).
+    Progress is logged at INFO on the ``lowrank_sparse`` logger (silent unless enabled):
+    per outer iteration, released quantities and wall times; wall times depend on the
+    data (as ``NotPrivateDiagnostics.seconds``) and are not private.
 
     Notes
     -----
@@ -207,7 +217,7 @@ def dp_amht_lrs(X, y, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0,
     says the released U is mostly noise, judged from released quantities only (see
     :func:`_noise_dominated`).
     """
-    X, y = check_xy(X, y)
+    X, y = check_xy(X, y, keep_float32=True)  # float32 storage, float64 arithmetic
     settings = _settings(X, rank, sparsity, epsilon, delta, n_iter=n_iter, y_scale=y_scale,
                          clip_init=clip_init, clip_grad=clip_grad, clip_gram=clip_gram,
                          n_starts=n_starts, htp_iter=htp_iter, chunk_size=chunk_size,
@@ -300,8 +310,11 @@ def _private_fit(X, y, settings: _Settings, mechanism: GaussianSumMechanism):
         return mechanism.release(name, iteration, (user_fn(sl) for sl in blocks), bound)
 
     s = mechanism.noise_multiplier
+    start = time.perf_counter()
     U0 = _server_init(release("init", 0, lambda sl: _user_moments(X[sl], y[sl]),
                               clip["init"], d * d), d, rank)
+    logger.info("DP-AMHT-LRS: t=%d users, n=%d, d=%d, X %s; initial subspace released in "
+                "%.1f s", t, n, d, X.dtype, time.perf_counter() - start)
     gram_floor = max(s * clip["gram"] * 2 * np.sqrt(rank), 1e-12)
     grad_noise = s * clip["grad"] * (np.sqrt(d) + np.sqrt(rank))  # ~ ||noise of G||_2
 
@@ -320,7 +333,7 @@ def _private_fit(X, y, settings: _Settings, mechanism: GaussianSumMechanism):
                     n_iter=settings.n_iter, tol=None, cross_user_restarts=False,
                     n_starts=settings.n_starts, htp_iter=settings.htp_iter,
                     chunk_size=chunk_size, backend=settings.backend,
-                    blas_single_threaded=settings.backend == "numba")
+                    blas_single_threaded=settings.backend == "numba", name="DP-AMHT-LRS")
     history = PrivateHistory(
         subspace_change=run.changes,
         gram_min_eigenvalue=np.array([step["gram_min_eigenvalue"] for step in run.steps]),

@@ -121,17 +121,20 @@ OUTPUTS: dict[str, Output] = {output.stem: output for output in [
     Output("runtime", "figure", "runtime",
            "AMHT-LRS time per outer iteration against t and d, log-log with fitted slopes, "
            "next to the time of one pass over X (the measurements of "
-           "benchmarks/bench_scale.py); sizes from t n d = 8e5 up (an iteration takes tens "
-           "of ms, a pass ~1 ms), so that timer and scheduling noise stay small next to "
-           "the slope; wall times of jobs run side by side, so they vary between runs.",
+           "benchmarks/bench_scale.py); noise 0.1, sizes from t n d = 3.2e6 up (an "
+           "iteration takes 15 ms or more), fits run alone in one thread (sweeps marked "
+           "timed), so that timer and scheduling noise stay small next to the slope; "
+           "wall times, so they vary between runs.",
            sweeps={"runtime_t": ("amht_lrs",), "runtime_d": ("amht_lrs",)}),
     Output("phase_diagram", "figure", "phase_diagram",
            "Fraction of users AMHT-LRS recovers over users t and samples per user n "
-           "(d=50, r=k=2, noiseless). Lines: n = r + k (Oracle), KnownSubspace's n_50 (the "
-           "per-user floor, with its 95% bootstrap interval), and t n = C d r with C the "
-           "median over n of the smallest t n / (d r) at which AMHT-LRS recovers at least "
-           "0.9x as many users as KnownSubspace.",
-           sweeps={"phase_diagram": ("amht_lrs", "known_subspace")}),
+           "(noiseless; left d=50, r=k=2, right the larger d=100, r=k=3). Lines: n = r + k "
+           "(Oracle), KnownSubspace's n_50 (the per-user floor, with its 95% bootstrap "
+           "interval), and t n = C d r with C the median over n of the smallest "
+           "t n / (d r) at which AMHT-LRS recovers at least 0.9x as many users as "
+           "KnownSubspace.",
+           sweeps={"phase_diagram": ("amht_lrs", "known_subspace"),
+                   "phase_diagram_large": ("amht_lrs", "known_subspace")}),
     Output("n50_dimension", "figure", "n50_dimension",
            "n_50 against d with t n = 60 d r (r=k=2, noiseless), 95% bootstrap intervals: "
            "AMHT-LRS, KnownSubspace and Oracle with fitted a + b log d, per-user least "

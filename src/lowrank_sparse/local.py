@@ -46,6 +46,7 @@ class LocalFit:
     residual_vectors: np.ndarray
     lowrank_predictions: np.ndarray
     residual_correlations: np.ndarray
+    n_restarted: int = 0
     # The arrays behind the fields (coef, residual, vectors, A w, X^T e), for reuse by
     # the next local step (local_step's ``out``).
     _buffers: tuple = field(default=(), repr=False, compare=False)
@@ -53,7 +54,7 @@ class LocalFit:
     def users(self, index) -> "LocalFit":
         """The fit of the users ``index`` (a slice or index array)."""
         return LocalFit(**{f.name: getattr(self, f.name)[index] for f in fields(self)
-                           if f.name != "_buffers"})
+                           if isinstance(getattr(self, f.name), np.ndarray)})
 
     def rescaled(self, x_scale: float, y_scale: float) -> "LocalFit":
         """The fit of (X x_scale, y y_scale) given this fit of (X, y): coefficients times
@@ -66,7 +67,8 @@ class LocalFit:
                         residual=self.residual * y_scale ** 2,
                         residual_vectors=self.residual_vectors * y_scale,
                         lowrank_predictions=self.lowrank_predictions * y_scale,
-                        residual_correlations=self.residual_correlations * (x_scale * y_scale))
+                        residual_correlations=self.residual_correlations * (x_scale * y_scale),
+                        n_restarted=self.n_restarted)
 
     def sparse(self, d: int) -> np.ndarray:
         """(t, d) dense B with the fitted values on the fitted supports."""
@@ -256,16 +258,17 @@ def local_step(X, y, U, sparsity, *, support_init=None, n_starts=1, restart_abov
     # Restart only outliers: needs the warm fits of all users first (a global median).
     outliers_only = support_init is not None and restart_above is not None and k > 0
     if backend == "numba":
-        _fit_compiled(X, y, U, k, support_init, n_starts, max_iter,
-                      restart_above if outliers_only else None, fit)
+        restarted = _fit_compiled(X, y, U, k, support_init, n_starts, max_iter,
+                                  restart_above if outliers_only else None, fit)
     else:
-        _fit_batched(X, y, U, k, support_init, n_starts, max_iter,
-                     restart_above if outliers_only else None,
-                     chunk_size or default_chunk_size(n, d), fit)
+        restarted = _fit_batched(X, y, U, k, support_init, n_starts, max_iter,
+                                 restart_above if outliers_only else None,
+                                 chunk_size or default_chunk_size(n, d), fit)
     support, coef, residual, vectors, lowrank, corr_residual = fit
     return LocalFit(W=coef[:, :r], support=support, values=coef[:, r:], residual=residual,
                     residual_vectors=vectors, lowrank_predictions=lowrank,
-                    residual_correlations=corr_residual, _buffers=fit[1:])
+                    residual_correlations=corr_residual,
+                    n_restarted=restarted if k > 0 and n_starts > 0 else 0, _buffers=fit[1:])
 
 
 def _restarts(residual, restart_above):
@@ -275,6 +278,8 @@ def _restarts(residual, restart_above):
 
 
 def _fit_compiled(X, y, U, k, support_init, n_starts, max_iter, restart_above, fit):
+    """The local step by the compiled kernels into ``fit``; returns how many users
+    were (re)started from greedy supports."""
     from ._kernels import LocalOutputs, LocalSettings, fit_users
 
     X, y = storage(X), np.ascontiguousarray(y, dtype=np.float64)
@@ -287,10 +292,12 @@ def _fit_compiled(X, y, U, k, support_init, n_starts, max_iter, restart_above, f
                              use_warm=warm, keep_existing=False)
     if restart_above is None:
         fit_users(X, y, Ut, np.arange(X.shape[0]), S0, settings, out)
-        return
+        return X.shape[0]
     fit_users(X, y, Ut, np.arange(X.shape[0]), S0, settings._replace(n_starts=0), out)
-    fit_users(X, y, Ut, _restarts(out.residual, restart_above), S0,
-              settings._replace(use_warm=False, keep_existing=True), out)
+    restart = _restarts(out.residual, restart_above)
+    fit_users(X, y, Ut, restart, S0, settings._replace(use_warm=False, keep_existing=True),
+              out)
+    return restart.size
 
 
 def precompile(dtypes=("float64",)) -> None:
@@ -314,6 +321,7 @@ def precompile(dtypes=("float64",)) -> None:
 
 def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, chunk_size,
                  fit):
+    """As :func:`_fit_compiled`, by the batched numpy reference."""
     t = X.shape[0]
     outliers_only = restart_above is not None
     fits = fit[:5]
@@ -334,6 +342,7 @@ def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, ch
     vectors, corr_residual = fit[3], fit[5]
     for sl in user_chunks(t, chunk_size):
         corr_residual[sl] = correlations(X[sl], vectors[sl])
+    return restart.size if outliers_only else t
 
 
 BACKENDS = ("numba", "numpy")

@@ -207,20 +207,32 @@ def global_threshold(sweep: pd.DataFrame, ratio=0.9) -> tuple[float, pd.Series]:
     return (float(found.median()) if len(found) else float("nan")), found
 
 
+#: The sweeps drawn by ``phase_diagram``, one panel each: d=50, r=k=2 and a larger setting.
+PHASE_DIAGRAM_SWEEPS = ("phase_diagram", "phase_diagram_large")
+
+
 def phase_diagram(results: pd.DataFrame, traces=None):
-    """Heatmap of AMHT-LRS's fraction of users recovered over (n, t), with n = r + k,
-    KnownSubspace's n_50 per t and the fitted global threshold t n = C d r."""
-    sweep = results[results["sweep"] == "phase_diagram"]
+    """Heatmaps of AMHT-LRS's fraction of users recovered over (n, t), one panel per
+    sweep of ``PHASE_DIAGRAM_SWEEPS``, with n = r + k, KnownSubspace's n_50 per t and
+    the fitted global threshold t n = C d r."""
+    fig, axes = plt.subplots(1, len(PHASE_DIAGRAM_SWEEPS), squeeze=False, layout="constrained",
+                             figsize=(4.8 * len(PHASE_DIAGRAM_SWEEPS) + 1, 3.6))
+    for ax, name in zip(axes[0], PHASE_DIAGRAM_SWEEPS):
+        mesh = _phase_panel(ax, results, name)
+    fig.colorbar(mesh, ax=axes[0].tolist(), label="fraction of users recovered (AMHT-LRS)")
+    return fig
+
+
+def _phase_panel(ax, results, name):
+    sweep = results[results["sweep"] == name]
     d, r, k = (int(sweep[c].iloc[0]) for c in ("d", "r", "k"))
     grid = (sweep[sweep["method"] == "amht_lrs"].groupby(["t", "n"])["success_rate"].mean()
             .unstack("n").sort_index())
     ns, ts = grid.columns.to_numpy(float), grid.index.to_numpy(float)
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
     mesh = ax.pcolormesh(_cell_edges(ns), _cell_edges(ts, log=True), grid.to_numpy(),
                          cmap="viridis", vmin=0, vmax=1, shading="flat")
-    fig.colorbar(mesh, ax=ax, label="fraction of users recovered (AMHT-LRS)")
-    ax.axvline(r + k, color="w", ls=":", lw=1.2, label="n = r + k")
-    known = n50_by_setting(results, "phase_diagram")
+    ax.axvline(r + k, color="0.6", ls=":", lw=1.2, label="n = r + k")
+    known = n50_by_setting(results, name)
     known = known[known["method"] == "known_subspace"].sort_values("t")
     ax.errorbar(known["n_50"], known["t"], xerr=_yerr(known), fmt="s--", color="orange",
                 ms=3, lw=1, capsize=2, label="KnownSubspace n_50")
@@ -235,8 +247,7 @@ def phase_diagram(results: pd.DataFrame, traces=None):
     _plain_log(ax.yaxis)
     ax.set_yticks(ts)
     ax.legend(fontsize="x-small", loc="upper right", framealpha=0.8)
-    fig.tight_layout()
-    return fig
+    return mesh
 
 
 def n50_dimension(results: pd.DataFrame, traces=None):

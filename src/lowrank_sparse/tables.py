@@ -23,6 +23,7 @@ INTERVAL = (0.025, 0.975)
 #: dimension sweeps t changes with n, t n = 60 d r, so t is not part of the setting).
 N50_SETTING = {"phase_transition": ("method", "d", "t", "r", "k"),
                "phase_diagram": ("method", "d", "t", "r", "k"),
+               "phase_diagram_large": ("method", "d", "t", "r", "k"),
                "dimension": ("method", "d", "r", "k"),
                "dimension_least_squares": ("method", "d", "r", "k")}
 

@@ -1,6 +1,8 @@
 # The plan (fits, jobs, rows every table must have) and helpers shared by the rule files.
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from lowrank_sparse.config import batch_sizes, expand_sweeps, plan_batches
 from lowrank_sparse.experiment import METHODS, code_version
 from lowrank_sparse.figures import OUTPUTS, by_kind
@@ -19,6 +21,17 @@ CODE_VERSION = {stage: code_version(LIBRARY, stage=stage)
 
 def batch_path(batch):
     return f"{RESULTS}/fits/{batch.sweep}/{batch.method}/batch~{batch.index}.json"
+
+
+def fit_threads(wildcards):
+    """Cores a fit job holds: all of them for a sweep marked ``timed`` (--cores; on a
+    cluster, where every job has its own allocation and no --cores is set, one), else 1."""
+    if not config["sweeps"][wildcards.sweep].get("timed", False):
+        return 1
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def batch_of(wildcards):

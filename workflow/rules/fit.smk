@@ -37,11 +37,15 @@ rule fit:
         delta=lambda wildcards: config["delta"] if METHODS[wildcards.method].private else None,
         success_tol=config["success_tol"],
         code_version=CODE_VERSION["fit"],
+        compute_threads=1,
     wildcard_constraints:
         sweep="[A-Za-z0-9_]+",
         method="|".join(METHODS),
         batch="[0-9]+",
-    threads: 1
+    # A timed sweep's job holds every core of the run, so that nothing runs beside it
+    # and its wall times measure its own work; it computes in one thread like the
+    # others, so that its times do not depend on --cores either.
+    threads: fit_threads
     conda:
         "../envs/lowrank_sparse.yaml"
     script:

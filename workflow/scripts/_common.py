@@ -11,12 +11,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 
-def setup_logging(snakemake):
-    """Send logging and uncaught errors (with traceback) to the rule's log file."""
+def setup_logging(snakemake, threads=None):
+    """Send logging and uncaught errors (with traceback) to the rule's log file, and let
+    the job compute in ``threads`` threads (default: the rule's threads)."""
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=log_path, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # The library's progress lines (one per outer iteration of every fit) would swell
+    # each job's log and add a write per iteration to timed fits: warnings only.
+    logging.getLogger("lowrank_sparse").setLevel(logging.WARNING)
     sys.stderr = open(log_path, "a", buffering=1)
 
     def excepthook(kind, value, tb):
@@ -29,7 +33,7 @@ def setup_logging(snakemake):
     # Threads per job as the rule declares (snakemake runs --cores jobs side by side):
     # BLAS through threadpoolctl, numba's kernels through NUMBA_NUM_THREADS (read when
     # numba is first imported) or, if a script imported numba before this, its setter.
-    threads = max(1, int(getattr(snakemake, "threads", 1)))
+    threads = max(1, int(threads if threads is not None else getattr(snakemake, "threads", 1)))
     if "numba" in sys.modules:  # imported already: the variable would come too late
         sys.modules["numba"].set_num_threads(threads)  # (and numba refuses a change)
     else:

@@ -10,7 +10,7 @@ from _common import atomic_outputs, setup_logging  # noqa: E402
 from lowrank_sparse.local import precompile  # noqa: E402
 from lowrank_sparse.experiment import fit_cell, versions  # noqa: E402
 
-log = setup_logging(snakemake)
+log = setup_logging(snakemake, threads=snakemake.params.compute_threads)
 # The first call of a numba kernel in a process loads it from numba's cache (~0.3 s):
 # done here, so that it is not counted in the first fit's time.
 precompile()
@@ -32,6 +32,10 @@ for cell in params.cells:
              [row["success_rate"] for row in result["rows"]], time.perf_counter() - start)
 record = {"sweep": snakemake.wildcards.sweep, "method": method,
           "batch": int(snakemake.wildcards.batch), "fits": fits, "work_seconds": work_seconds,
-          "work_cpu_seconds": work_cpu_seconds, "versions": versions(), "code_version": params.code_version}
+          "work_cpu_seconds": work_cpu_seconds,
+          # all CPU time of this process so far, start-up included (every thread; the
+          # benchmark file's cpu_time samples the process now and then and can miss some)
+          "process_cpu_seconds": time.process_time(),
+          "versions": versions(), "code_version": params.code_version}
 with atomic_outputs(snakemake.output.fit) as (tmp,), open(tmp, "w") as handle:
     json.dump(record, handle, indent=1, allow_nan=True)
