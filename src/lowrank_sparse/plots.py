@@ -290,16 +290,18 @@ def n50_dimension(results: pd.DataFrame, traces=None):
 def n50_users(results: pd.DataFrame, traces=None):
     """n_50 of AMHT-LRS and KnownSubspace against t (phase-diagram sweep)."""
     table = n50_by_setting(results, "phase_diagram")
+    largest_n = results.loc[results["sweep"] == "phase_diagram", "n"].max()
     fig, ax = plt.subplots(figsize=(4.2, 3))
     for i, (method, group) in enumerate(sorted(table.groupby("method"),
                                                key=lambda item: item[0] != "amht_lrs")):
         group = group.sort_values("t")
-        ax.errorbar(group["t"], group["n_50"], yerr=_yerr(group), fmt="o-", ms=3.5,
+        reached = group[np.isfinite(group["n_50"])]
+        ax.errorbar(reached["t"], reached["n_50"], yerr=_yerr(reached), fmt="o-", ms=3.5,
                     color=f"C{i}", capsize=2, label=_label(method))
         never = group[~np.isfinite(group["n_50"])]
-        if len(never):  # n_50 beyond the grid: marked at the top
-            ax.scatter(never["t"], [table["n_50"].max()] * len(never), marker="^",
-                       color=f"C{i}", label=f"{_label(method)}: n_50 beyond the grid")
+        if len(never):  # n_50 beyond the grid: marked at the grid's largest n
+            ax.scatter(never["t"], [largest_n] * len(never), marker="^",
+                       color=f"C{i}", label=f"{_label(method)}: n_50 > {largest_n:g}")
     d, r, k = (int(table[c].iloc[0]) for c in ("d", "r", "k"))
     ax.axhline(r + k, color="grey", ls=":", lw=1, label="r + k")
     ax.set(xscale="log", xlabel="users t", ylabel="n_50", title=f"d={d}, r={r}, k={k}")
