@@ -337,6 +337,21 @@ def _solve_pinv(G, h, x, m):
 # ---------------------------------------------------------------- A_i = X_i U and its range
 
 @_jit()
+def _stream_in(Xi):
+    """Read X_i once in memory order (returns the sum of its entries, which the caller
+    must use so the reads are kept). The kernels then find X_i in cache: read this way
+    the hardware prefetcher streams it at the memory's speed, where the first touch by
+    :func:`_lowrank_features` (four rows at a time) left it waiting on each line
+    (measured at t=1e4, d=100, n=20: X_i read first, then A_i, 1.05 passes over X;
+    A_i alone 1.40)."""
+    s = 0.0
+    for a in range(Xi.shape[0]):
+        for j in range(Xi.shape[1]):
+            s += Xi[a, j]
+    return s
+
+
+@_jit()
 def _lowrank_features(Xi, Ut, At):
     """A_i^T = (X_i U)^T (r, n) from U^T (r, d): dot products along the contiguous d,
     four rows of X_i by two columns of U at a time (8 accumulators share each load;
@@ -692,11 +707,13 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
     n, d = X.shape[1:]
     k, r = settings.sparsity, Ut.shape[0]
     w = _work(n, d, r, k, settings.n_starts)
+    streamed = 0.0
     for task in range(first, _n_tasks(users.shape[0], USERS_PER_TASK), stride):
         for u in range(task * USERS_PER_TASK,
                        min((task + 1) * USERS_PER_TASK, users.shape[0])):
             i = users[u]
             Xi, yi = X[i], y[i]
+            streamed += _stream_in(Xi)
             _lowrank_features(Xi, Ut, w.At)
             _prepare(w, yi)
             have_grad = False  # out.corr_residual[i] holds X_i^T e_i
@@ -727,6 +744,7 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
                 out.lowrank[i, a] = s
             if not have_grad:
                 _correlate(Xi, out.vectors[i], out.corr_residual[i])
+    return streamed
 
 
 def fit_users(X, y, Ut, users, warm, settings, out):
