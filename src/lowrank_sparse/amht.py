@@ -268,7 +268,7 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
         if solver == "cg":
             # The residual of the normal equations at the current U comes from the local
             # fit's per-user correlations X_i^T e_i (computed while X_i was in cache).
-            residual0 = fit.residual_correlations.T @ (omega[:, None] * fit.W)
+            residual0 = _weighted_correlations(fit, omega)
             # Inexact alternating minimization: solve the U step only as accurately as
             # the last change of U warrants; the error is contracted by the next steps,
             # and near the fixed point the warm start makes the solve nearly free.
@@ -305,6 +305,19 @@ def amht_lrs(X, y, rank, sparsity, *, n_iter=100, tol=1e-10, init="moments",
     _warn_if_not_converged(history, run.converged, n_iter, tol)
     return FitResult(U=run.U, W=run.final.W * unit, B=run.final.sparse(d) * unit,
                      history=history, n_iter=len(run.changes), converged=run.converged)
+
+
+def _weighted_correlations(fit, omega):
+    """(d, r) sum_i omega_i (X_i^T e_i) w_i^T from a local fit's per-user correlations,
+    summed over the users with omega_i != 0 only when the rule drops some: below the
+    sample-complexity threshold Trimmed and Adaptive keep few users, and the product over
+    all of them read the (t, d) correlations (0.15 passes over X of a steady-state
+    iteration at t=1e5, d=100, n=20, r=k=5, where ~10% are kept; 0.03 this way)."""
+    kept = np.flatnonzero(omega)
+    if kept.size == omega.size:
+        return fit.residual_correlations.T @ (omega[:, None] * fit.W)
+    weighted_W = omega[kept, None] * np.take(fit.W, kept, axis=0)
+    return (weighted_W.T @ np.take(fit.residual_correlations, kept, axis=0)).T
 
 
 def _warn_if_not_converged(history, converged, n_iter, tol):
