@@ -703,7 +703,8 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
 
     The user's fit is written out here rather than as a function inlined into the
     loop: numba inlines by copying the callee's IR, which for this body alone was ~3 s
-    of the cold compile."""
+    of the cold compile. Returns the sum of what :func:`_stream_in` read (of no use:
+    returning it keeps those reads)."""
     n, d = X.shape[1:]
     k, r = settings.sparsity, Ut.shape[0]
     w = _work(n, d, r, k, settings.n_starts)

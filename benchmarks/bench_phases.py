@@ -1,0 +1,141 @@
+"""Where a steady-state AMHT-LRS iteration goes, phase by phase, in passes over X, next
+to each phase's floor.
+
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_phases.py
+    python benchmarks/bench_phases.py --t 10000          # faster, same shape per user
+
+The setting of bench_passes.py (t=1e5, d=100, n=20, r=k=5, ``Trimmed()``). One fit from
+the moment initialization with the phases timed in every steady-state iteration (U
+settled, only outliers restarted): the local step's compiled kernel for every user from
+its warm support, its restart of the outliers, the U step's CG operator applications,
+its residual from the kept users' correlations, and the rest (Python). Then, at the
+fit's final U and supports, the floors: a plain read of X in memory order; the local
+step's kernel over 32 users over and over, so that X_i is always in cache (its
+arithmetic alone); A_i = X_i U alone in cache (n d r = 1e4 multiply-adds per user,
+whose AVX2 peak of 8 per cycle is about 0.27 passes here); and reading only the
+kept users' X, the CG operator's floor. One pass: ``lowrank_sparse.timing.one_pass_seconds``
+(X_i theta_i for every user), medians of repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+from numba import njit
+
+import lowrank_sparse as ls
+from lowrank_sparse import _kernels, amht, global_step, timing
+from lowrank_sparse.alternating import RESTART_ALL_ABOVE_CHANGE
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _read(X, users):
+    s = 0.0
+    for i in users:
+        for a in range(X.shape[1]):
+            for j in range(X.shape[2]):
+                s += X[i, a, j]
+    return s
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _lowrank(X, users, Ut, At):
+    for i in users:
+        _kernels._lowrank_features(X[i], Ut, At)
+    return At[0, 0]
+
+
+def _median_seconds(run, repeats):
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _timed_phases(phases):
+    """Wrap the functions each phase runs so that their time adds up in ``phases``."""
+    def wrap(module, name, key_of):
+        original = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                phases[key_of(*args)] += time.perf_counter() - start
+        setattr(module, name, timed)
+
+    wrap(_kernels, "fit_users", lambda *a: ("local step, restarts" if a[5].keep_existing
+                                            else "local step, every user"))
+    wrap(global_step, "_apply_compiled", lambda *a: "U step, CG operator")
+    wrap(amht, "_weighted_correlations", lambda *a: "U step, residual")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--t", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    d, n, r, k = 100, 20, 5, 5
+    problem = ls.make_problem(d, args.t, r, k, rng=0)
+    data = ls.sample_data(problem, n, n_test=0, rng=1)
+    X, y = data.X, data.y
+    del data
+    ls.local.precompile(("float64",))
+    one_pass = timing.one_pass_seconds(X, problem.theta, repeats=args.repeats)
+
+    phases, per_iteration = defaultdict(float), []
+    _timed_phases(phases)
+
+    def record(it, U):
+        per_iteration.append(dict(phases))
+        phases.clear()
+
+    fit = ls.amht_lrs(X, y, r, k, tol=1e-10, robust=ls.Trimmed(), callback=record)
+    seconds = np.diff(fit.history.seconds, prepend=0.0)
+    changes = fit.history.subspace_change
+    steady = [it for it in range(1, len(seconds)) if changes[it - 1] <= RESTART_ALL_ABOVE_CHANGE]
+    print(f"t={args.t:,}, d={d}, n={n}, r={r}, k={k}, X float64: one pass "
+          f"{one_pass * 1e3:.1f} ms; {len(steady)} steady-state iterations of {fit.n_iter}, "
+          f"CG iterations {np.median(fit.history.cg_iterations[steady]):g} (median)")
+    print("| phase | passes (median) |\n|---|---:|")
+    names = ["local step, every user", "local step, restarts", "U step, CG operator",
+             "U step, residual"]
+    for name in names:
+        print(f"| {name} | {np.median([per_iteration[it].get(name, 0.0) for it in steady]) / one_pass:.2f} |")
+    rest = [seconds[it] - sum(per_iteration[it].get(name, 0.0) for name in names) for it in steady]
+    print(f"| the rest (Python) | {np.median(rest) / one_pass:.2f} |")
+    print(f"| **iteration** | **{np.median(seconds[steady]) / one_pass:.2f}** |")
+
+    # Floors, at the fit's final U and supports.
+    support = np.sort(np.argsort(fit.B == 0, axis=1, kind="stable")[:, :k], axis=1)
+    Ut = np.ascontiguousarray(fit.U.T)
+    users = np.arange(args.t)
+    in_cache = np.tile(np.random.default_rng(0).choice(args.t, 32, replace=False), args.t // 32)
+    out = _kernels.LocalOutputs(np.empty((args.t, k), dtype=np.intp), np.empty((args.t, r + k)),
+                                np.empty(args.t), np.empty((args.t, n)), np.empty((args.t, n)),
+                                np.empty((args.t, d)))
+    settings = _kernels.LocalSettings(k, 0, 20, True, False)
+    local = lambda who: lambda: _kernels.fit_users(X, y, Ut, who, support, settings, out)
+    residual = ls.local.local_step(X, y, fit.U, k, support_init=support).residual
+    kept = np.flatnonzero(ls.Trimmed().weights(residual, n - r - k, k / d))
+    At = np.empty((r, n))
+    rows = [("local step's kernel, every user (as in the fit)", local(users)),
+            ("  its arithmetic alone (X_i in cache)", local(in_cache)),
+            ("  reading X in memory order", lambda: _read(X, users)),
+            ("  A_i = X_i U alone, in cache", lambda: _lowrank(X, in_cache, Ut, At)),
+            (f"reading the kept users' X ({kept.size / args.t:.1%}), the CG operator's floor",
+             lambda: _read(X, kept))]
+    print("\n| at the final U | passes |\n|---|---:|")
+    for label, run in rows:
+        print(f"| {label} | {_median_seconds(run, args.repeats) / one_pass:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
