@@ -97,7 +97,8 @@ def main():
         per_iteration.append(dict(phases))
         phases.clear()
 
-    fit = ls.amht_lrs(X, y, r, k, tol=1e-10, robust=ls.Trimmed(), callback=record)
+    fit = ls.amht_lrs(X, y, r, k, init=ls.moment_init(X, y, r), tol=1e-10,
+                      robust=ls.Trimmed(), callback=record)  # as bench_passes.py
     seconds = np.diff(fit.history.seconds, prepend=0.0)
     changes = fit.history.subspace_change
     steady = [it for it in range(1, len(seconds)) if changes[it - 1] <= RESTART_ALL_ABOVE_CHANGE]
