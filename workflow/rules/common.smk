@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from lowrank_sparse.config import batch_sizes, expand_sweeps, plan_batches
-from lowrank_sparse.experiment import METHODS, code_version
+from lowrank_sparse.experiment import METHODS, code_version, estimated_seconds
 from lowrank_sparse.figures import OUTPUTS, by_kind
 from lowrank_sparse.results import expected_rows
 
@@ -36,6 +36,23 @@ def fit_threads(wildcards):
 
 def batch_of(wildcards):
     return BATCHES[(wildcards.sweep, wildcards.method, int(wildcards.batch))]
+
+
+def sweep_n_test(sweep):
+    # a sweep may hold out fewer samples (noiseless n_50 sweeps with t d in the 1e6)
+    return config["sweeps"][sweep].get("n_test", config["n_test"])
+
+
+def fit_priority(wildcards):
+    """Longest jobs first (their estimated CPU time, in tenths of a second), so that the
+    run does not end with one long job on one core while the others wait."""
+    batch = batch_of(wildcards)
+    return round(10 * estimated_seconds(batch.method, batch.cells, sweep_n_test(batch.sweep)))
+
+
+def kernels_for(wildcards):
+    """The compiled kernels, for the methods that run them; the others start at once."""
+    return [rules.compile_kernels.output[0]] if METHODS[wildcards.method].compiled else []
 
 
 FIT_FILES = [batch_path(batch) for batch in BATCHES.values()]
