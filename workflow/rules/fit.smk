@@ -9,6 +9,8 @@ rule compile_kernels:
         f"{RESULTS}/benchmarks/compile_kernels.tsv"
     params:
         code_version=CODE_VERSION["fit"],
+    # before any fit: the fits of most methods wait for it
+    priority: 1_000_000
     conda:
         "../envs/lowrank_sparse.yaml"
     script:
