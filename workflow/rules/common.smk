@@ -23,15 +23,25 @@ def batch_path(batch):
     return f"{RESULTS}/fits/{batch.sweep}/{batch.method}/batch~{batch.index}.json"
 
 
-def fit_threads(wildcards):
-    """Cores a fit job holds: all of them for a sweep marked ``timed`` (--cores; on a
-    cluster, where every job has its own allocation and no --cores is set, one), else 1."""
-    if not config["sweeps"][wildcards.sweep].get("timed", False):
-        return 1
+def cores_of_run():
+    """--cores; on a cluster, where every job has its own allocation and no --cores is
+    set, 1."""
     try:
         return workflow.cores
     except WorkflowError:
         return 1
+
+
+def fit_threads(wildcards):
+    """Cores a fit job holds: all of the run's for a sweep marked ``timed``, else 1."""
+    return cores_of_run() if config["sweeps"][wildcards.sweep].get("timed", False) else 1
+
+
+def compile_threads(wildcards):
+    """Cores compile_kernels holds (it compiles in one): all of the run's but one, so that
+    one fit of a method without kernels runs beside it and no more slow it down (every
+    other fit waits for it)."""
+    return max(1, cores_of_run() - 1)
 
 
 def batch_of(wildcards):

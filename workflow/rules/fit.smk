@@ -11,6 +11,7 @@ rule compile_kernels:
         code_version=CODE_VERSION["fit"],
     # before any fit: the fits of most methods wait for it
     priority: 1_000_000
+    threads: compile_threads
     conda:
         "../envs/lowrank_sparse.yaml"
     script:
