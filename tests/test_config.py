@@ -231,6 +231,17 @@ assert len(names) >= 3 and not used, (names, used)
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
 
 
+def test_importing_the_library_leaves_heavy_modules_until_used():
+    """Every pipeline job imports the library (~100 jobs per grid): scipy.linalg,
+    scipy.special (0.25-0.5 s each), pandas and numba load only where they are used."""
+    heavy = ("scipy.linalg", "scipy.special", "scipy.stats", "pandas", "numba")
+    script = (f"import sys, lowrank_sparse.experiment; "
+              f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"
+
+
 # The registry of figures and tables.
 def test_registry_functions_exist_and_names_are_unique():
     for output in figures.OUTPUTS.values():
