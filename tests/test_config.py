@@ -4,7 +4,10 @@ are in test_pipeline.py)."""
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from lowrank_sparse import figures
 from lowrank_sparse.config import (DEFAULT_BATCH_SIZE, MAX_EPSILON, ConfigError, batch_sizes,
                                    check_config, expand_sweeps, load_config_file,
                                    plan_batches)
-from lowrank_sparse.experiment import METHODS
+from lowrank_sparse.experiment import METHODS, estimated_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / "config.yaml", ROOT / "config" / "test.yaml"]
@@ -195,6 +198,48 @@ def test_a_sweep_may_set_its_own_batch_size(config):
     assert batch_sizes(config)["phase_transition"] == DEFAULT_BATCH_SIZE
     batches = plan_batches(expand_sweeps(config), batch_sizes(config))
     assert max(len(b.cells) for b in batches if b.sweep == "privacy") == 2
+
+
+def test_job_cost_estimate_grows_with_the_data_and_the_method():
+    cells = [{"d": 50, "t": 400, "n": 16, "r": 2, "k": 2}]
+    base = estimated_seconds("amht_lrs", cells, n_test=100)
+    for key in ("d", "t", "n"):
+        assert estimated_seconds("amht_lrs", [{**cells[0], key: 2 * cells[0][key]}], 100) > base
+    assert estimated_seconds("amht_lrs", cells, n_test=10) < base
+    assert estimated_seconds("amht_lrs", 2 * cells, n_test=100) > base
+    assert (estimated_seconds("oracle", cells, 100) < base
+            < estimated_seconds("convex_low_rank_sparse", cells, 100))
+
+
+def test_methods_not_marked_compiled_run_no_numba_kernel(tmp_path):
+    """The pipeline starts their jobs before compile_kernels has run: fitting them, in a
+    fresh process with an empty numba cache, must neither compile nor load a kernel."""
+    script = """
+from numba.core.registry import CPUDispatcher
+from lowrank_sparse import _kernels
+from lowrank_sparse.experiment import METHODS, fit_cell
+names = [name for name, method in METHODS.items() if not method.compiled]
+cell = {"d": 8, "t": 30, "n": 6, "r": 1, "k": 1, "noise": 0.1, "epsilon": float("inf")}
+for name in names:
+    rows = fit_cell(name, cell, replicates=1, root_seed=0, n_test=5, delta=1e-5)["rows"]
+    assert rows[0]["fitted"], name
+used = [key for key, value in vars(_kernels).items()
+        if isinstance(value, CPUDispatcher) and value.signatures]
+assert len(names) >= 3 and not used, (names, used)
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+
+
+def test_importing_the_library_leaves_heavy_modules_until_used():
+    """Every pipeline job imports the library (~100 jobs per grid): scipy.linalg,
+    scipy.special (0.25-0.5 s each), pandas and numba load only where they are used."""
+    heavy = ("scipy.linalg", "scipy.special", "scipy.stats", "pandas", "numba")
+    script = (f"import sys, lowrank_sparse.experiment; "
+              f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"
 
 
 # The registry of figures and tables.

@@ -77,7 +77,8 @@ def damaged(change):
     (damaged(lambda r: r["fits"][1]["rows"][0].update(extra=1)), "unknown ['extra']"),
     (damaged(lambda r: r["fits"][1]["rows"][1].update(replicate=0)), "row 1 is replicate 0"),
     (damaged(lambda r: r["fits"][1]["rows"][1].update(relative_error=math.nan)),
-     "relative_error = nan in the row replicate=1; expected a number in [0, inf]"),
+     "relative_error = nan in the row d=12, t=40, n=8, r=1, k=1, noise=0.0, epsilon=inf, "
+     "replicate=1; expected a number in [0, inf]"),
     (damaged(lambda r: r["fits"][1]["rows"][1].update(median_test_mse=math.inf)),
      "median_test_mse = inf"),
     (damaged(lambda r: r["fits"][1]["rows"][0].update(success_rate=1.5)), "success_rate = 1.5"),

@@ -28,7 +28,7 @@ from .experiment import CELL_KEYS, METHODS
 #: Cells per fit job unless the config says otherwise (``batch_size``, globally or per
 #: sweep): a job then spends a few seconds fitting for each ~2 s of start-up (interpreter,
 #: imports, loading the compiled kernels); see README.md for the measurement.
-DEFAULT_BATCH_SIZE = 24
+DEFAULT_BATCH_SIZE = 48
 
 #: Largest privacy budget a grid may ask for. Calibration accepts any epsilon > 0, but a
 #: user-level epsilon above ~10 already promises next to nothing (e^10 ~ 2e4), and the

@@ -35,6 +35,12 @@ class Method:
     traces: bool = False  # records the subspace distance per iteration
     #: which of the cell's sizes a user's fit must determine: "r+k", "r" or "none"
     unknowns: str = "r+k"
+    #: whether its fits run the library's numba kernels (a pipeline's jobs of the others
+    #: need not wait for the kernels to be compiled)
+    compiled: bool = True
+    #: rough CPU seconds to draw, fit and score 1e6 numbers of data, t d (n + n_test),
+    #: measured in the pipeline's fit records (one thread): orders the jobs, longest first
+    seconds_per_million: float = 0.4
 
     def min_samples(self, cell: dict) -> int:
         """Samples per user below which the method's per-user fit is undetermined."""
@@ -44,20 +50,27 @@ class Method:
 METHODS = {
     "amht_lrs": Method("amht_lrs", lambda p, c, rng: AMHTLRS(c["r"], c["k"]), traces=True),
     "low_rank_only": Method("low_rank_only", lambda p, c, rng: AMHTLRS(c["r"], 0), traces=True,
-                            unknowns="r"),
-    "known_subspace": Method("known_subspace", lambda p, c, rng: KnownSubspace(p.U, c["k"])),
-    "oracle": Method("oracle", lambda p, c, rng: Oracle(p.U, p.support)),
+                            unknowns="r", seconds_per_million=0.15),
+    "known_subspace": Method("known_subspace", lambda p, c, rng: KnownSubspace(p.U, c["k"]),
+                             seconds_per_million=0.07),
+    "oracle": Method("oracle", lambda p, c, rng: Oracle(p.U, p.support), compiled=False,
+                     seconds_per_million=0.06),
     "dp_amht_lrs": Method("dp_amht_lrs", lambda p, c, rng: DPAMHTLRS(
-        c["r"], c["k"], c["epsilon"], c["delta"], rng=rng), private=True),
+        c["r"], c["k"], c["epsilon"], c["delta"], rng=rng), private=True,
+        seconds_per_million=0.3),
     "private_low_rank_only": Method("private_low_rank_only", lambda p, c, rng: DPAMHTLRS(
-        c["r"], 0, c["epsilon"], c["delta"], rng=rng), private=True, unknowns="r"),
+        c["r"], 0, c["epsilon"], c["delta"], rng=rng), private=True, unknowns="r",
+        seconds_per_million=0.25),
     "per_user_least_squares": Method("per_user_least_squares",
-                                     lambda p, c, rng: PerUserLeastSquares(), unknowns="none"),
+                                     lambda p, c, rng: PerUserLeastSquares(), unknowns="none",
+                                     compiled=False, seconds_per_million=0.07),
     # Same number of free parameters per user as AMHT-LRS: r + k non-zeros.
     "per_user_sparse": Method("per_user_sparse",
-                              lambda p, c, rng: PerUserSparse(c["r"] + c["k"])),
+                              lambda p, c, rng: PerUserSparse(c["r"] + c["k"]),
+                              seconds_per_million=0.1),
     "convex_low_rank_sparse": Method("convex_low_rank_sparse",
-                                     lambda p, c, rng: ConvexLowRankSparse(), unknowns="none"),
+                                     lambda p, c, rng: ConvexLowRankSparse(), unknowns="none",
+                                     compiled=False, seconds_per_million=10.0),
 }
 
 @dataclass(frozen=True)
@@ -105,6 +118,18 @@ TIMING_COLUMNS = ("seconds", "iteration_seconds", "one_pass_seconds")
 #: only, NOT private outputs of a private fit (which releases U and its privacy report;
 #: ``epsilon_spent`` and ``noise_multiplier`` describe the mechanism).
 EVALUATION_ONLY = tuple(m for m in METRICS if m not in ("epsilon_spent", "noise_multiplier"))
+
+
+#: CPU seconds a pipeline job spends before its first fit (interpreter, imports, the
+#: compiled kernels loaded from numba's cache)
+JOB_START_SECONDS = 2.0
+
+
+def estimated_seconds(method_name: str, cells, n_test: int) -> float:
+    """Rough CPU seconds of one job fitting ``method_name`` on ``cells``, three replicates
+    each (the pipeline uses it only to order one config's jobs)."""
+    size = sum(cell["t"] * cell["d"] * (cell["n"] + n_test) for cell in cells)
+    return JOB_START_SECONDS + METHODS[method_name].seconds_per_million * size / 1e6
 
 
 def register(method: Method) -> None:

@@ -23,7 +23,6 @@ Two solvers, both summing over chunks of users so memory stays bounded:
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from ._linalg import (correlations, default_chunk_size, matvec, storage, user_chunks,
                       users_per_block)
@@ -135,5 +134,7 @@ def solve_direct(X, Z, W, omega, *, chunk_size=None):
         G += coeff.T @ gram
     G = G.reshape(r, r, d, d).transpose(0, 2, 1, 3).reshape(r * d, r * d)
     R = normal_rhs(X, Z, W, omega, chunk_size)
+    import scipy.linalg  # here: importing it costs ~0.3 s, a tenth of a short pipeline job
+
     vecU = scipy.linalg.solve(G, R.T.reshape(-1), assume_a="pos")
     return vecU.reshape(r, d).T

@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from lowrank_sparse.config import batch_sizes, expand_sweeps, plan_batches
-from lowrank_sparse.experiment import METHODS, code_version
+from lowrank_sparse.experiment import METHODS, code_version, estimated_seconds
 from lowrank_sparse.figures import OUTPUTS, by_kind
 from lowrank_sparse.results import expected_rows
 
@@ -23,19 +23,46 @@ def batch_path(batch):
     return f"{RESULTS}/fits/{batch.sweep}/{batch.method}/batch~{batch.index}.json"
 
 
-def fit_threads(wildcards):
-    """Cores a fit job holds: all of them for a sweep marked ``timed`` (--cores; on a
-    cluster, where every job has its own allocation and no --cores is set, one), else 1."""
-    if not config["sweeps"][wildcards.sweep].get("timed", False):
-        return 1
+def cores_of_run():
+    """--cores; on a cluster, where every job has its own allocation and no --cores is
+    set, 1."""
     try:
         return workflow.cores
     except WorkflowError:
         return 1
 
 
+def fit_threads(wildcards):
+    """Cores a fit job holds: all of the run's for a sweep marked ``timed``, else 1."""
+    return cores_of_run() if config["sweeps"][wildcards.sweep].get("timed", False) else 1
+
+
+def compile_threads(wildcards):
+    """Cores compile_kernels holds (it compiles in one): all of the run's but one, so that
+    one fit of a method without kernels runs beside it and no more slow it down (every
+    other fit waits for it)."""
+    return max(1, cores_of_run() - 1)
+
+
 def batch_of(wildcards):
     return BATCHES[(wildcards.sweep, wildcards.method, int(wildcards.batch))]
+
+
+def sweep_n_test(sweep):
+    # a sweep may hold out fewer samples (noiseless n_50 sweeps with t d in the 1e6)
+    return config["sweeps"][sweep].get("n_test", config["n_test"])
+
+
+def fit_priority(wildcards):
+    """Longest jobs first (their estimated CPU time, in tenths of a second), so that the
+    run does not end with one long job on one core while the others wait."""
+    batch = batch_of(wildcards)
+    return round(10 * estimated_seconds(batch.method, batch.cells, sweep_n_test(batch.sweep)))
+
+
+def kernels_for(wildcards):
+    """The compiled kernels, for the methods that run them; the others start at once."""
+    return [rules.compile_kernels.output[0]] if METHODS[wildcards.method].compiled else []
 
 
 FIT_FILES = [batch_path(batch) for batch in BATCHES.values()]

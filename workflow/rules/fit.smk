@@ -9,6 +9,9 @@ rule compile_kernels:
         f"{RESULTS}/benchmarks/compile_kernels.tsv"
     params:
         code_version=CODE_VERSION["fit"],
+    # before any fit: the fits of most methods wait for it
+    priority: 1_000_000
+    threads: compile_threads
     conda:
         "../envs/lowrank_sparse.yaml"
     script:
@@ -19,7 +22,7 @@ rule fit:
     """Fit one method on a batch of one sweep's cells (config: batch_size), every
     replicate, drawing each cell's data from its seeds: one JSON record of rows and traces."""
     input:
-        kernels=rules.compile_kernels.output[0],
+        kernels=kernels_for,
     output:
         fit=f"{RESULTS}/fits/{{sweep}}/{{method}}/batch~{{batch}}.json",
     log:
@@ -30,9 +33,7 @@ rule fit:
         cells=lambda wildcards: list(batch_of(wildcards).cells),
         replicates=config["replicates"],
         root_seed=config["root_seed"],
-        # a sweep may hold out fewer samples (noiseless n_50 sweeps with t d in the 1e6)
-        n_test=lambda wildcards: config["sweeps"][wildcards.sweep].get("n_test",
-                                                                       config["n_test"]),
+        n_test=lambda wildcards: sweep_n_test(wildcards.sweep),
         # only the private methods use delta: changing it reruns only their fits
         delta=lambda wildcards: config["delta"] if METHODS[wildcards.method].private else None,
         success_tol=config["success_tol"],
@@ -46,6 +47,7 @@ rule fit:
     # and its wall times measure its own work; it computes in one thread like the
     # others, so that its times do not depend on --cores either.
     threads: fit_threads
+    priority: fit_priority
     conda:
         "../envs/lowrank_sparse.yaml"
     script:

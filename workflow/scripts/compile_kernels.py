@@ -9,7 +9,7 @@ from _common import atomic_outputs, setup_logging  # noqa: E402
 
 from lowrank_sparse.local import precompile  # noqa: E402
 
-log = setup_logging(snakemake)
+log = setup_logging(snakemake, threads=1)  # it holds more cores only to keep others off
 start = time.perf_counter()
 precompile()
 log.info("numba kernels compiled (or loaded from the cache) in %.1f s",

@@ -8,13 +8,14 @@ sys.path.insert(0, snakemake.scriptdir)
 from _common import atomic_outputs, setup_logging  # noqa: E402
 
 from lowrank_sparse.local import precompile  # noqa: E402
-from lowrank_sparse.experiment import fit_cell, versions  # noqa: E402
+from lowrank_sparse.experiment import METHODS, fit_cell, versions  # noqa: E402
 
 log = setup_logging(snakemake, threads=snakemake.params.compute_threads)
+method, params = snakemake.wildcards.method, snakemake.params
 # The first call of a numba kernel in a process loads it from numba's cache (~0.3 s):
 # done here, so that it is not counted in the first fit's time.
-precompile()
-method, params = snakemake.wildcards.method, snakemake.params
+if METHODS[method].compiled:
+    precompile()
 fits = []
 # Drawing, fitting and scoring (wall and CPU): the job's time minus its start-up.
 work_seconds = work_cpu_seconds = 0.0
