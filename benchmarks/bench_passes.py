@@ -11,7 +11,7 @@ user from greedy supports (U still moves); the table marks them. The moment
 initialization (one pass over X plus a d x d eigendecomposition) is counted in the
 whole fit's time and shown apart. Where a steady-state iteration goes, phase by phase
 against each phase's floor: ``bench_phases.py`` (on one thread the local step's
-arithmetic alone, X_i in cache, is 1.7-2.5 passes: within 2 passes an iteration needs a
+arithmetic alone, X_i in cache, is 1.7-2.9 passes: within 2 passes an iteration needs a
 cheaper local step, not fewer reads of X).
 """
 
