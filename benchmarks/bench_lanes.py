@@ -34,7 +34,10 @@ import argparse
 import time
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 import lowrank_sparse as ls
 from lowrank_sparse import _kernels as K
@@ -43,6 +46,73 @@ _FAST = {"reassoc", "contract"}
 PASS_NS = 1320.0  # one pass over X per user at t=1e5 (132 ms / 1e5), quiet machine
 FLOOR_NS_PER_MAC = 1.0 / (8 * 3.16)  # AVX2 peak, 8 multiply-adds per cycle at 3.16 GHz
 LANES = 4  # users per SIMD group (AVX2: 4 float64)
+
+@intrinsic
+def _prefetch(typingctx, address):
+    """prefetcht1 (into L2) of the cache line at an integer address."""
+    def codegen(context, builder, signature, args):
+        ptr_t = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr_t, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.inttoptr(args[0], ptr_t), ir.Constant(i32, 0),
+                          ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.void(types.intp), codegen
+
+
+@njit(cache=True, error_model="numpy")
+def _prefetch_part(address, size, part, parts):
+    """Prefetch part ``part`` of ``parts`` of the ``size`` bytes at ``address``."""
+    lines = (size + 63) // 64
+    for line in range(part * lines // parts, (part + 1) * lines // parts):
+        _prefetch(address + 64 * line)
+
+
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _lowrank_prefetching(Xi, Ut, At, following, size, parts):
+    """:func:`_kernels._lowrank_features` (the same arithmetic) issuing part a / 4 of
+    ``parts`` of the next user's X_i before each block of four rows."""
+    n, d = Xi.shape
+    r = Ut.shape[0]
+    a = 0
+    while a + 4 <= n:
+        _prefetch_part(following, size, a // 4, parts)
+        c = 0
+        while c + 2 <= r:
+            s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = 0.0
+            for j in range(d):
+                u, v = Ut[c, j], Ut[c + 1, j]
+                x0, x1, x2, x3 = Xi[a, j], Xi[a + 1, j], Xi[a + 2, j], Xi[a + 3, j]
+                s0 += x0 * u
+                s1 += x1 * u
+                s2 += x2 * u
+                s3 += x3 * u
+                t0 += x0 * v
+                t1 += x1 * v
+                t2 += x2 * v
+                t3 += x3 * v
+            At[c, a], At[c, a + 1], At[c, a + 2], At[c, a + 3] = s0, s1, s2, s3
+            At[c + 1, a], At[c + 1, a + 1], At[c + 1, a + 2], At[c + 1, a + 3] = t0, t1, t2, t3
+            c += 2
+        if c < r:
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(d):
+                u = Ut[c, j]
+                s0 += Xi[a, j] * u
+                s1 += Xi[a + 1, j] * u
+                s2 += Xi[a + 2, j] * u
+                s3 += Xi[a + 3, j] * u
+            At[c, a], At[c, a + 1], At[c, a + 2], At[c, a + 3] = s0, s1, s2, s3
+        a += 4
+    for a in range(a, n):
+        for c in range(r):
+            s = 0.0
+            for j in range(d):
+                s += Xi[a, j] * Ut[c, j]
+            At[c, a] = s
+
 
 #: The pieces of the warm path, in order (what _warm_path runs up to ``stop``).
 PIECES = ["read X_i (_stream_in)", "A_i = X_i U (_lowrank_features)",
@@ -60,7 +130,10 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
     not keep_existing), the same calls in the same order, run only up to piece ``stop``
     (an index into PIECES). Writes each user's HTP iterations and squared residual.
     variant: 0 the kernel's functions; + 1 :func:`_is_top_k_flat`; + 2 the refits by
-    :func:`_refit_right`; + 4 :func:`_top_k_select`."""
+    :func:`_refit_right`; + 4 :func:`_top_k_select`; + 8 the next user's X_i
+    prefetched into L2 at once after this user's read, or + 16 in four parts spread over
+    this user's arithmetic, or + 64 in twelve parts (five inside A_i's loop, the
+    others after each later piece); + 32 without :func:`_kernels._stream_in`."""
     n, d = X.shape[1:]
     r = Ut.shape[0]
     w = K._work(n, d, r, k, 0)
@@ -70,24 +143,43 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
     block_max, cand, cand_score = np.empty(2 * k), np.empty(d, dtype=np.intp), np.empty(d)
     saved = np.empty(k)
     streamed = 0.0
-    for i in users:
+    base, size = X.ctypes.data, X.strides[0]
+    for ui in range(users.shape[0]):
+        i = users[ui]
+        following = base + users[min(ui + 1, users.shape[0] - 1)] * size
         Xi, yi = X[i], y[i]
-        streamed += K._stream_in(Xi)
+        if not variant & 32:
+            streamed += K._stream_in(Xi)
+        if variant & 8:
+            _prefetch_part(following, size, 0, 1)
         if stop < 1:
             continue
-        K._lowrank_features(Xi, Ut, w.At)
+        if variant & 64:
+            _lowrank_prefetching(Xi, Ut, w.At, following, size, 12)
+        else:
+            K._lowrank_features(Xi, Ut, w.At)
+        if variant & 16:
+            _prefetch_part(following, size, 0, 4)
         if stop < 2:
             continue
         K._prepare(w, yi)
+        if variant & 64:
+            _prefetch_part(following, size, 5, 12)
         if stop < 3:
             continue
         Bt = K._range_basis(w)
+        if variant & 64:
+            _prefetch_part(following, size, 6, 12)
         if stop < 4:
             continue
         K._copy(warm[i], S)
         K._sort_small(S, k)
         best = _refit_right(Xi, yi, w, k, dinv) if variant & 2 else K._refit(Xi, yi, w, k)
         K._keep_as_best(w)
+        if variant & 16:
+            _prefetch_part(following, size, 1, 4)
+        if variant & 64:
+            _prefetch_part(following, size, 7, 12)
         if stop < 5:
             continue
         current_is_best, fixed, it = True, False, 0
@@ -97,6 +189,10 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             for c in range(k):
                 b[S[c]] = coef[r + c]
             K._correlate(Xi, res, g)
+            if variant & 16 and it == 1:
+                _prefetch_part(following, size, 2, 4)
+            if variant & 64 and it == 1:
+                _prefetch_part(following, size, 8, 12)
             if stop < 6:
                 break
             for j in range(d):
@@ -105,6 +201,8 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
                 _top_k_select(score, k, T, block_max)
             else:
                 K._top_k(score, k, T, top_score)
+            if variant & 64 and it == 1:
+                _prefetch_part(following, size, 9, 12)
             if stop < 7:
                 break
             for a in range(n):
@@ -118,6 +216,8 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             for c in range(k):
                 num += g[T[c]] * g[T[c]]
             eta = num / (denom if denom > 0 else 1.0)
+            if variant & 64 and it == 1:
+                _prefetch_part(following, size, 10, 12)
             if stop < 8:
                 break
             for j in range(d):
@@ -141,6 +241,10 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
                 K._keep_as_best(w)
         iterations[i] = it
         residual[i] = best
+        if variant & 16:
+            _prefetch_part(following, size, 3, 4)
+        if variant & 64:
+            _prefetch_part(following, size, 11, 12)
         if stop < 10:
             continue
         have_grad = fixed and current_is_best
@@ -677,6 +781,21 @@ def main():
           f"{_passes(totals['cached'])} | {_passes(floor_total)} |")
     print(f"| the kernel (fit_users) | {_passes(kernel_ns['all'])} | | "
           f"{_passes(kernel_ns['cached'])} | |")
+
+    print("\nThe read of the next user's X_i overlapped with this user's arithmetic (all users "
+          "in order, the whole warm path):\n\n| variant | ns/user (passes) |\n|---|---:|")
+    for variant, label in ((0, "the kernel's functions"),
+                           (5, "branch-free top k and _is_top_k (5)"),
+                           (5 | 8, "5 + next X_i prefetched into L2 at once"),
+                           (5 | 16, "5 + next X_i prefetched in four parts"),
+                           (5 | 64, "5 + next X_i prefetched in twelve parts"),
+                           (5 | 64 | 32, "5 + prefetched in twelve parts, no _stream_in"),
+                           (5 | 8 | 32, "5 + prefetched at once, no _stream_in"),
+                           (5 | 16 | 32, "5 + prefetched in four parts, no _stream_in")):
+        it = np.zeros(args.t, dtype=np.intp)
+        ns = _best_ns(lambda: _warm_path(X, y, Ut, users, support, k, 20, len(PIECES), it,
+                                         residual, variant), args.repeats, args.t)
+        print(f"| {label} | {_passes(ns)} |")
 
     # Prototypes on the first refit's systems of distinct users.
     t_p = min(args.proto_users, args.t)
