@@ -71,16 +71,21 @@ def _prefetch_part(address, size, part, parts):
 
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _lowrank_prefetching(Xi, Ut, At, following, size, parts):
+def _lowrank_prefetching(Xi, Ut, At, following, size, parts, fine):
     """:func:`_kernels._lowrank_features` (the same arithmetic) issuing part a / 4 of
-    ``parts`` of the next user's X_i before each block of four rows."""
+    ``parts`` of the next user's X_i before each block of four rows, or with ``fine``
+    part 3 (a / 4) + c / 2 before each block of four rows by two columns (15 parts at
+    n=20, r=5)."""
     n, d = Xi.shape
     r = Ut.shape[0]
     a = 0
     while a + 4 <= n:
-        _prefetch_part(following, size, a // 4, parts)
+        if not fine:
+            _prefetch_part(following, size, a // 4, parts)
         c = 0
         while c + 2 <= r:
+            if fine:
+                _prefetch_part(following, size, 3 * (a // 4) + c // 2, parts)
             s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = 0.0
             for j in range(d):
                 u, v = Ut[c, j], Ut[c + 1, j]
@@ -97,6 +102,8 @@ def _lowrank_prefetching(Xi, Ut, At, following, size, parts):
             At[c + 1, a], At[c + 1, a + 1], At[c + 1, a + 2], At[c + 1, a + 3] = t0, t1, t2, t3
             c += 2
         if c < r:
+            if fine:
+                _prefetch_part(following, size, 3 * (a // 4) + c // 2, parts)
             s0 = s1 = s2 = s3 = 0.0
             for j in range(d):
                 u = Ut[c, j]
@@ -133,7 +140,8 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
     :func:`_refit_right`; + 4 :func:`_top_k_select`; + 8 the next user's X_i
     prefetched into L2 at once after this user's read, or + 16 in four parts spread over
     this user's arithmetic, or + 64 in twelve parts (five inside A_i's loop, the
-    others after each later piece); + 32 without :func:`_kernels._stream_in`."""
+    others after each later piece; with + 256, 22 parts, 15 inside A_i's loop); + 32 without :func:`_kernels._stream_in`; + 128
+    the prefetches for the user after next instead."""
     n, d = X.shape[1:]
     r = Ut.shape[0]
     w = K._work(n, d, r, k, 0)
@@ -144,9 +152,12 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
     saved = np.empty(k)
     streamed = 0.0
     base, size = X.ctypes.data, X.strides[0]
+    fine = variant & 256 != 0
+    parts, later = (22, 15) if fine else (12, 5)  # (all parts, the first after A_i)
     for ui in range(users.shape[0]):
         i = users[ui]
-        following = base + users[min(ui + 1, users.shape[0] - 1)] * size
+        ahead = 2 if variant & 128 else 1
+        following = base + users[min(ui + ahead, users.shape[0] - 1)] * size
         Xi, yi = X[i], y[i]
         if not variant & 32:
             streamed += K._stream_in(Xi)
@@ -155,7 +166,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
         if stop < 1:
             continue
         if variant & 64:
-            _lowrank_prefetching(Xi, Ut, w.At, following, size, 12)
+            _lowrank_prefetching(Xi, Ut, w.At, following, size, parts, fine)
         else:
             K._lowrank_features(Xi, Ut, w.At)
         if variant & 16:
@@ -164,12 +175,12 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             continue
         K._prepare(w, yi)
         if variant & 64:
-            _prefetch_part(following, size, 5, 12)
+            _prefetch_part(following, size, later + 0, parts)
         if stop < 3:
             continue
         Bt = K._range_basis(w)
         if variant & 64:
-            _prefetch_part(following, size, 6, 12)
+            _prefetch_part(following, size, later + 1, parts)
         if stop < 4:
             continue
         K._copy(warm[i], S)
@@ -179,7 +190,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
         if variant & 16:
             _prefetch_part(following, size, 1, 4)
         if variant & 64:
-            _prefetch_part(following, size, 7, 12)
+            _prefetch_part(following, size, later + 2, parts)
         if stop < 5:
             continue
         current_is_best, fixed, it = True, False, 0
@@ -192,7 +203,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             if variant & 16 and it == 1:
                 _prefetch_part(following, size, 2, 4)
             if variant & 64 and it == 1:
-                _prefetch_part(following, size, 8, 12)
+                _prefetch_part(following, size, later + 3, parts)
             if stop < 6:
                 break
             for j in range(d):
@@ -202,7 +213,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             else:
                 K._top_k(score, k, T, top_score)
             if variant & 64 and it == 1:
-                _prefetch_part(following, size, 9, 12)
+                _prefetch_part(following, size, later + 4, parts)
             if stop < 7:
                 break
             for a in range(n):
@@ -217,7 +228,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
                 num += g[T[c]] * g[T[c]]
             eta = num / (denom if denom > 0 else 1.0)
             if variant & 64 and it == 1:
-                _prefetch_part(following, size, 10, 12)
+                _prefetch_part(following, size, later + 5, parts)
             if stop < 8:
                 break
             for j in range(d):
@@ -244,7 +255,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
         if variant & 16:
             _prefetch_part(following, size, 3, 4)
         if variant & 64:
-            _prefetch_part(following, size, 11, 12)
+            _prefetch_part(following, size, later + 6, parts)
         if stop < 10:
             continue
         have_grad = fixed and current_is_best
@@ -702,10 +713,38 @@ def _passes(ns):
     return f"{ns:.0f} ({ns / PASS_NS:.2f})"
 
 
+def _overlap_table(X, y, Ut, users, support, k, residual, repeats):
+    """The whole warm path over all users in order, with the next users' X_i prefetched
+    in parts while this user's arithmetic runs."""
+    t = X.shape[0]
+    print("\nThe read of the next user's X_i overlapped with this user's arithmetic (all users "
+          "in order, the whole warm path):\n\n| variant | ns/user (passes) |\n|---|---:|")
+    for variant, label in ((0, "the kernel's functions"),
+                           (5, "branch-free top k and _is_top_k (5)"),
+                           (5 | 8, "5 + next X_i prefetched into L2 at once"),
+                           (5 | 16, "5 + next X_i prefetched in four parts"),
+                           (5 | 64, "5 + next X_i prefetched in twelve parts"),
+                           (5 | 64 | 32, "5 + prefetched in twelve parts, no _stream_in"),
+                           (5 | 64 | 256 | 32, "5 + prefetched in 22 parts, no _stream_in"),
+                           (5 | 64 | 128, "5 + the user after next's X_i in twelve parts"),
+                           (5 | 64 | 128 | 32, "5 + the user after next's in twelve parts, "
+                                               "no _stream_in"),
+                           (0 | 64 | 32, "the kernel's functions, prefetched in twelve "
+                                         "parts, no _stream_in"),
+                           (5 | 8 | 32, "5 + prefetched at once, no _stream_in"),
+                           (5 | 16 | 32, "5 + prefetched in four parts, no _stream_in")):
+        it = np.zeros(t, dtype=np.intp)
+        ns = _best_ns(lambda: _warm_path(X, y, Ut, users, support, k, 20, len(PIECES), it,
+                                         residual, variant), repeats, t)
+        print(f"| {label} | {_passes(ns)} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--overlap-only", action="store_true",
+                        help="only the table of the read overlapped with the arithmetic")
     parser.add_argument("--proto-users", type=int, default=8192,
                         help="users whose systems the prototypes solve (distinct users, so "
                              "that the branch predictor cannot learn them)")
@@ -756,6 +795,9 @@ def main():
                                   args.repeats, args.t)
                  for name, who in (("all", users), ("cached", in_cache))}
 
+    if args.overlap_only:
+        _overlap_table(X, y, Ut, users, support, k, residual, args.repeats)
+        return
     # Floors: multiply-adds per user (the first HTP iteration).
     macs = [None, n * d * r, (r * (r + 1) // 2 + r) * n, r ** 3 // 6,
             (sum(p + 1 for p in range(r, m)) + k) * n + m ** 3 // 6 + m * m + m * n,
@@ -782,20 +824,7 @@ def main():
     print(f"| the kernel (fit_users) | {_passes(kernel_ns['all'])} | | "
           f"{_passes(kernel_ns['cached'])} | |")
 
-    print("\nThe read of the next user's X_i overlapped with this user's arithmetic (all users "
-          "in order, the whole warm path):\n\n| variant | ns/user (passes) |\n|---|---:|")
-    for variant, label in ((0, "the kernel's functions"),
-                           (5, "branch-free top k and _is_top_k (5)"),
-                           (5 | 8, "5 + next X_i prefetched into L2 at once"),
-                           (5 | 16, "5 + next X_i prefetched in four parts"),
-                           (5 | 64, "5 + next X_i prefetched in twelve parts"),
-                           (5 | 64 | 32, "5 + prefetched in twelve parts, no _stream_in"),
-                           (5 | 8 | 32, "5 + prefetched at once, no _stream_in"),
-                           (5 | 16 | 32, "5 + prefetched in four parts, no _stream_in")):
-        it = np.zeros(args.t, dtype=np.intp)
-        ns = _best_ns(lambda: _warm_path(X, y, Ut, users, support, k, 20, len(PIECES), it,
-                                         residual, variant), args.repeats, args.t)
-        print(f"| {label} | {_passes(ns)} |")
+    _overlap_table(X, y, Ut, users, support, k, residual, args.repeats)
 
     # Prototypes on the first refit's systems of distinct users.
     t_p = min(args.proto_users, args.t)
