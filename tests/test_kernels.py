@@ -181,6 +181,29 @@ def test_singular_refit_gets_the_minimum_norm_solution():
         np.testing.assert_array_equal(x, 0.0)
 
 
+def test_fixed_point_test_agrees_with_the_top_k():
+    # HTP's fixed-point test _is_top_k(score, S) must say whether S is the k largest
+    # scores, first index on ties (a stable argsort), on scores full of ties and
+    # infinities; half the supports are the top k, half random.
+    from numba import njit
+
+    from lowrank_sparse._kernels import _is_top_k
+
+    is_top_k = njit(lambda score, S, k: _is_top_k(score, S, k))
+    rng = np.random.default_rng(5)
+    answers = []
+    for _ in range(3000):
+        d = int(rng.integers(1, 25))
+        k = int(rng.integers(1, d + 1))
+        score = rng.choice([0.0, 1.0, 2.0, 3.0, np.inf], size=d)
+        top = np.sort(np.argsort(-score, kind="stable")[:k])
+        S = top if rng.random() < 0.5 else np.sort(rng.choice(d, k, replace=False))
+        expected = bool(np.array_equal(S, top))
+        assert is_top_k(score, S.astype(np.intp), k) == expected, (score, S)
+        answers.append(expected)
+    assert 0.2 < np.mean(answers) < 0.9
+
+
 def test_small_work_runs_on_the_calling_thread_only(monkeypatch):
     # Below PARALLEL_MIN_ENTRIES entries of X no other thread is woken; at or above it
     # the tasks are shared by numba's threads (results are the same either way).
