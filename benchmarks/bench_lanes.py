@@ -275,8 +275,10 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _is_top_k_flat(score, S, k, saved):
-    """:func:`_kernels._is_top_k` without data-dependent branches in the pass over d:
-    S's entries are set to -inf for the pass and restored, and the pass counts the
+    """The prototype of :func:`_kernels._is_top_k`'s branch-free count (the kernel's
+    since commit 8af8c8c, which subtracts S's own entries instead of masking them;
+    before it, the kernel kept a running maximum with branches): S's entries are set
+    to -inf for the pass and restored, and the pass counts the
     entries that beat S's weakest (greater, or equal with a smaller index), a
     vectorizable sum. The same answer (scores are >= 0 or NaN; NaN never beats)."""
     worst, worst_j = np.inf, -1
