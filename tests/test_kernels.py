@@ -204,6 +204,30 @@ def test_fixed_point_test_agrees_with_the_top_k():
     assert 0.2 < np.mean(answers) < 0.9
 
 
+def test_top_k_is_a_stable_argsort():
+    # _top_k: the k largest scores, first index on ties (a stable argsort), with their
+    # scores descending in best, on scores full of ties and infinities; the scores are
+    # left as they were.
+    from numba import njit
+
+    from lowrank_sparse._kernels import _top_k
+
+    top_k = njit(lambda score, k, S, best: _top_k(score, k, S, best))
+    rng = np.random.default_rng(6)
+    for trial in range(3000):
+        d = int(rng.integers(1, 25))
+        k = int(rng.integers(1, d + 1))
+        values = [0.0, 1.0, 2.0, 3.0, np.inf] + ([-np.inf] if trial % 3 == 0 else [])
+        score = rng.choice(values, size=d)
+        before = score.copy()
+        S, best = np.full(k, -1, dtype=np.intp), np.empty(k)
+        top_k(score, k, S, best)
+        order = np.argsort(-score, kind="stable")[:k]
+        np.testing.assert_array_equal(S, np.sort(order), err_msg=str(score))
+        np.testing.assert_array_equal(best, score[order])
+        np.testing.assert_array_equal(score, before)
+
+
 def test_small_work_runs_on_the_calling_thread_only(monkeypatch):
     # Below PARALLEL_MIN_ENTRIES entries of X no other thread is woken; at or above it
     # the tasks are shared by numba's threads (results are the same either way).
