@@ -4,6 +4,11 @@ users' small solves in SIMD lanes) would gain.
 
     NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lanes.py
     python benchmarks/bench_lanes.py --t 10000          # faster; X then fits in L3
+    PYTHONPATH=<a library's src> python benchmarks/bench_lanes.py --kernel-only  # A/B runs
+
+numba's on-disk cache of this file's functions does not notice changes to
+``lowrank_sparse._kernels``, whose code they contain: after changing it, delete
+``benchmarks/__pycache__`` (``--kernel-only`` uses none of them).
 
 The setting of bench_passes.py per user (d=100, n=20, r=k=5, noiseless), in the steady
 state of a converged fit: the true U (a fit's final U is within 1e-10 of it) and each
@@ -745,6 +750,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--kernel-only", action="store_true",
+                        help="only the kernel (fit_users) over all users in order, best and "
+                             "median of 15, with a checksum of its supports and residuals: "
+                             "to compare two versions of the library (PYTHONPATH), run "
+                             "alternately")
     parser.add_argument("--overlap-only", action="store_true",
                         help="only the table of the read overlapped with the arithmetic")
     parser.add_argument("--proto-users", type=int, default=8192,
@@ -771,6 +781,21 @@ def main():
     hot = np.random.default_rng(0).choice(args.t, 32, replace=False)
     in_cache = np.tile(hot, args.t // 32)
 
+    out = K.LocalOutputs(np.empty((args.t, k), dtype=np.intp), np.empty((args.t, m)),
+                         np.empty(args.t), np.empty((args.t, n)), np.empty((args.t, n)),
+                         np.empty((args.t, d)))
+    settings = K.LocalSettings(k, 0, 20, True, False)
+    if args.kernel_only:
+        K.fit_users(X, y, Ut, users, support, settings, out)
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            K.fit_users(X, y, Ut, users, support, settings, out)
+            times.append((time.perf_counter() - start) * 1e9 / args.t)
+        print(f"{K.__file__}: fit_users, all users in order: best {_passes(min(times))}, "
+              f"median {_passes(float(np.median(times)))} ns/user (passes); checksum "
+              f"{out.residual.sum()!r} {out.support.sum()}")
+        return
     # The replica against the kernel: the same residuals; HTP iterations per user.
     iterations, residual = np.zeros(args.t, dtype=np.intp), np.empty(args.t)
     kernel = ls.local.local_step(X, y, U, k, support_init=support, restart_above=None,
@@ -789,10 +814,6 @@ def main():
           + ", ".join(f"{c}: {x / args.t:.1%}" for c, x in enumerate(counts) if x)
           + f"; mean {iterations.mean():.2f}; in the 32 cycled users {iterations[hot].mean():.2f}")
 
-    out = K.LocalOutputs(np.empty((args.t, k), dtype=np.intp), np.empty((args.t, m)),
-                         np.empty(args.t), np.empty((args.t, n)), np.empty((args.t, n)),
-                         np.empty((args.t, d)))
-    settings = K.LocalSettings(k, 0, 20, True, False)
     kernel_ns = {name: _best_ns(lambda: K.fit_users(X, y, Ut, who, support, settings, out),
                                   args.repeats, args.t)
                  for name, who in (("all", users), ("cached", in_cache))}
