@@ -173,7 +173,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
         if variant & 64:
             _lowrank_prefetching(Xi, Ut, w.At, following, size, parts, fine)
         else:
-            K._lowrank_features(Xi, Ut, w.At)
+            K._lowrank_features(Xi, Ut, w)
         if variant & 16:
             _prefetch_part(following, size, 0, 4)
         if stop < 2:
@@ -434,7 +434,7 @@ def _collect_scores(X, y, Ut, users, warm, k, scores):
     w = K._work(n, d, r, k, 0)
     for u in range(users.shape[0]):
         i = users[u]
-        K._lowrank_features(X[i], Ut, w.At)
+        K._lowrank_features(X[i], Ut, w)
         K._prepare(w, y[i])
         K._copy(warm[i], w.S)
         K._sort_small(w.S, k)
@@ -548,7 +548,7 @@ def _collect_refits(X, y, Ut, users, warm, k, G_out, h_out, M_out):
     w = K._work(n, d, r, k, 0)
     for u in range(users.shape[0]):
         i = users[u]
-        K._lowrank_features(X[i], Ut, w.At)
+        K._lowrank_features(X[i], Ut, w)
         K._prepare(w, y[i])
         K._copy(warm[i], w.S)
         K._sort_small(w.S, k)

@@ -42,10 +42,11 @@ def _read(X, users):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _lowrank(X, users, Ut, At):
+def _lowrank(X, users, Ut, k):
+    w = _kernels._work(X.shape[1], X.shape[2], Ut.shape[0], k, 0)  # nothing prefetched
     for i in users:
-        _kernels._lowrank_features(X[i], Ut, At)
-    return At[0, 0]
+        _kernels._lowrank_features(X[i], Ut, w)
+    return w.At[0, 0]
 
 
 def _median_seconds(run, repeats):
@@ -126,11 +127,10 @@ def main():
     local = lambda who: lambda: _kernels.fit_users(X, y, Ut, who, support, settings, out)
     residual = ls.local.local_step(X, y, fit.U, k, support_init=support).residual
     kept = np.flatnonzero(ls.Trimmed().weights(residual, n - r - k, k / d))
-    At = np.empty((r, n))
     rows = [("local step's kernel, every user (as in the fit)", local(users)),
             ("  its arithmetic alone (X_i in cache)", local(in_cache)),
             ("  reading X in memory order", lambda: _read(X, users)),
-            ("  A_i = X_i U alone, in cache", lambda: _lowrank(X, in_cache, Ut, At)),
+            ("  A_i = X_i U alone, in cache", lambda: _lowrank(X, in_cache, Ut, k)),
             (f"reading the kept users' X ({kept.size / args.t:.1%}), the CG operator's floor",
              lambda: _read(X, kept))]
     print("\n| at the final U | passes |\n|---|---:|")

@@ -246,3 +246,37 @@ def test_small_work_runs_on_the_calling_thread_only(monkeypatch):
     seen.clear()
     _kernels._on_threads(record, 8, _linalg.PARALLEL_MIN_ENTRIES)
     assert len(seen) == min(numba.get_num_threads(), 8)
+
+
+def test_prefetch_sends_the_next_users_lines_once_in_parts():
+    # The local step prefetches user users[u + 1]'s X_i while it fits users[u]: every
+    # cache line of it (X_i may start mid-line), each once, in PREFETCH_PARTS calls; and
+    # nothing after the last user of a task.
+    from numba import njit
+
+    from lowrank_sparse import _kernels
+
+    @njit
+    def plan(X, users, u, stop, calls):
+        w = _kernels._work(X.shape[1], X.shape[2], 2, 2, 0)
+        _kernels._aim_ahead(w, X, users, u, stop)
+        sent = np.empty(calls + 1, dtype=np.intp)
+        sent[0] = w.ahead_sent
+        for c in range(calls):
+            _kernels._prefetch_ahead(w)
+            sent[c + 1] = w.ahead_sent
+        return w.ahead, w.ahead_lines, sent
+
+    t, n, d = 4, 20, 100
+    X = np.zeros(t * n * d + 1)[1:].reshape(t, n, d)  # starts 8 bytes into a line
+    users = np.array([2, 0, 3, 1])
+    parts = _kernels.PREFETCH_PARTS
+    first, lines, sent = plan(X, users, 2, 4, parts + 1)
+    start = X[3].ctypes.data
+    end = start + X[3].nbytes
+    assert first % 64 == 0 and first <= start < first + 64
+    assert first + 64 * (lines - 1) < end <= first + 64 * lines
+    assert sent[0] == 0 and sent[parts] == lines == sent[parts + 1]
+    assert np.all(np.diff(sent[:parts]) > 0)  # every call sends a part
+    _, none, sent = plan(X, users, 4, 4, 2)
+    assert none == 0 and not sent.any()

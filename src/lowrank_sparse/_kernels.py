@@ -31,8 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.experimental import structref
+from numba.extending import intrinsic
 
 from ._linalg import worth_threads
 
@@ -41,6 +44,9 @@ from ._linalg import worth_threads
 BLOCK = 256
 #: Users per parallel task of the local step (small: restarts touch few users).
 USERS_PER_TASK = 64
+#: The next user's X_i is prefetched in this many parts spread over this user's work
+#: (:func:`_prefetch_ahead`).
+PREFETCH_PARTS = 12
 
 # Reassociation lets reductions vectorize; no "nnan"/"ninf": -inf marks chosen columns.
 _FAST = {"reassoc", "contract"}
@@ -113,6 +119,9 @@ Work = _WorkType([
     ("best_coef", _VECTOR),  # (m,) coefficients,
     ("best_res", _VECTOR),   # (n,) residual,
     ("best_grad", _VECTOR),  # (d,) X_i^T residual (when HTP stopped there)
+    ("ahead", types.intp),   # address of the next user's X_i (0: none), prefetched from
+    ("ahead_sent", types.intp),   # its first ahead_sent cache lines sent so far,
+    ("ahead_lines", types.intp),  # of ahead_lines
 ])
 
 
@@ -146,6 +155,7 @@ def _work(n, d, r, k, n_starts):
     w.best_coef = np.empty(m)
     w.best_res = np.empty(n)
     w.best_grad = np.empty(d)
+    w.ahead = w.ahead_sent = w.ahead_lines = 0
     return w
 
 
@@ -334,16 +344,63 @@ def _solve_pinv(G, h, x, m):
                 x[a] += s * V[a, c]
 
 
-# ---------------------------------------------------------------- A_i = X_i U and its range
+# ---------------------------------------------------------------- reading X_i ahead
+
+@intrinsic
+def _prefetch(typingctx, address):
+    """A software prefetch, for reading, into L2 (x86 ``prefetcht1``), of the cache line
+    at an integer address: a hint, which never faults."""
+    def codegen(context, builder, signature, args):
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        # The intrinsic's name carries its pointer type: p0 with LLVM's opaque pointers.
+        name = "llvm.prefetch." + ("p0" if str(byte_ptr) == "ptr" else "p0i8")
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]), name)
+        read, into_l2, data = ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)
+        builder.call(prefetch, [builder.inttoptr(args[0], byte_ptr), read, into_l2, data])
+        return context.get_dummy_value()
+    return types.void(types.intp), codegen
+
+
+@_jit()
+def _aim_ahead(w, X, users, u, stop):
+    """From now on :func:`_prefetch_ahead` prefetches X_i of user users[u] (none if u is
+    ``stop``): the next user's, while this user's arithmetic runs."""
+    w.ahead_sent = 0
+    if u >= stop:
+        w.ahead_lines = 0
+        return
+    Xnext = X[users[u]]
+    start = Xnext.ctypes.data
+    w.ahead = start - start % 64  # its first cache line
+    w.ahead_lines = (start + Xnext.size * Xnext.itemsize - w.ahead + 63) // 64
+
+
+@_jit()
+def _prefetch_ahead(w):
+    """Prefetch the next of the :data:`PREFETCH_PARTS` parts of the X_i aimed at
+    (nothing once all are sent). Called between the pieces of a user's work, so the next
+    user's X_i streams into cache while this one's arithmetic runs, instead of being read
+    (:func:`_stream_in`) while no arithmetic runs. Twelve parts, five of them inside
+    :func:`_lowrank_features`: the whole X_i prefetched at once, or in four parts, gained
+    nothing (benchmarks/results/lanes.md); in twelve the steady-state local step at
+    t=1e5 took ~10% less time, one thread or two."""
+    stop = min(w.ahead_sent + (w.ahead_lines + PREFETCH_PARTS - 1) // PREFETCH_PARTS,
+               w.ahead_lines)
+    for line in range(w.ahead_sent, stop):
+        _prefetch(w.ahead + 64 * line)
+    w.ahead_sent = stop
+
 
 @_jit()
 def _stream_in(Xi):
     """Read X_i once in memory order (returns the sum of its entries, which the caller
-    must use so the reads are kept). The kernels then find X_i in cache: read this way
-    the hardware prefetcher streams it at the memory's speed, where the first touch by
-    :func:`_lowrank_features` (four rows at a time) left it waiting on each line
-    (measured at t=1e4, d=100, n=20: X_i read first, then A_i, 1.05 passes over X;
-    A_i alone 1.40)."""
+    must use so the reads are kept), for a user whose X_i was not prefetched: the
+    kernels then find X_i in cache. Read this way the hardware prefetcher streams it at
+    the memory's speed, where the first touch by :func:`_lowrank_features` (four rows
+    at a time) left it waiting on each line (measured at t=1e4, d=100, n=20: X_i read
+    first, then A_i, 1.05 passes over X; A_i alone 1.40)."""
     s = 0.0
     for a in range(Xi.shape[0]):
         for j in range(Xi.shape[1]):
@@ -351,15 +408,20 @@ def _stream_in(Xi):
     return s
 
 
+# ---------------------------------------------------------------- A_i = X_i U and its range
+
 @_jit()
-def _lowrank_features(Xi, Ut, At):
-    """A_i^T = (X_i U)^T (r, n) from U^T (r, d): dot products along the contiguous d,
-    four rows of X_i by two columns of U at a time (8 accumulators share each load;
-    2.4x faster than one dot product at a time at n=20, d=100, r=5)."""
+def _lowrank_features(Xi, Ut, w):
+    """A_i^T = (X_i U)^T (r, n) into w.At from U^T (r, d): dot products along the
+    contiguous d, four rows of X_i by two columns of U at a time (8 accumulators share
+    each load; 2.4x faster than one dot product at a time at n=20, d=100, r=5); a part
+    of the next user's X_i prefetched before each four rows."""
+    At = w.At
     n, d = Xi.shape
     r = Ut.shape[0]
     a = 0
     while a + 4 <= n:
+        _prefetch_ahead(w)
         c = 0
         while c + 2 <= r:
             s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = 0.0
@@ -588,15 +650,18 @@ def _htp(Xi, yi, Bt, w, k, max_iter):
     r = Bt.shape[0]
     best = _refit(Xi, yi, w, k)
     _keep_as_best(w)
+    _prefetch_ahead(w)
     current_is_best = True
     for _ in range(max_iter):
         _fill(b, 0.0)
         for c in range(k):
             b[S[c]] = coef[r + c]
         _correlate(Xi, res, g)
+        _prefetch_ahead(w)
         for j in range(d):
             score[j] = abs(g[j])
         _top_k(score, k, T, top_score)
+        _prefetch_ahead(w)
         # Line search along the k largest gradient entries (the gradient vanishes on S).
         for a in range(n):
             s = 0.0
@@ -609,6 +674,7 @@ def _htp(Xi, yi, Bt, w, k, max_iter):
         for c in range(k):
             num += g[T[c]] * g[T[c]]
         eta = num / (denom if denom > 0 else 1.0)
+        _prefetch_ahead(w)
         for j in range(d):
             score[j] = abs(b[j] + eta * g[j])
         if _is_top_k(score, S, k):  # a fixed point of HTP
@@ -715,13 +781,16 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
     w = _work(n, d, r, k, settings.n_starts)
     streamed = 0.0
     for task in range(first, _n_tasks(users.shape[0], USERS_PER_TASK), stride):
-        for u in range(task * USERS_PER_TASK,
-                       min((task + 1) * USERS_PER_TASK, users.shape[0])):
+        start, stop = task * USERS_PER_TASK, min((task + 1) * USERS_PER_TASK, users.shape[0])
+        for u in range(start, stop):
             i = users[u]
             Xi, yi = X[i], y[i]
-            streamed += _stream_in(Xi)
-            _lowrank_features(Xi, Ut, w.At)
+            if u == start:  # the others were prefetched during the user before
+                streamed += _stream_in(Xi)
+            _aim_ahead(w, X, users, u + 1, stop)
+            _lowrank_features(Xi, Ut, w)
             _prepare(w, yi)
+            _prefetch_ahead(w)
             have_grad = False  # out.corr_residual[i] holds X_i^T e_i
             if k == 0:
                 out.residual[i] = _refit(Xi, yi, w, k)
@@ -729,6 +798,7 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
                 _copy(w.res, out.vectors[i])
             else:
                 Bt = _range_basis(w)
+                _prefetch_ahead(w)
                 have = settings.keep_existing
                 n_greedy = min(settings.n_starts, d)
                 if n_greedy > 0:  # (the warm start reads nothing _greedy_seeds writes)
@@ -750,6 +820,8 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
                 out.lowrank[i, a] = s
             if not have_grad:
                 _correlate(Xi, out.vectors[i], out.corr_residual[i])
+            while w.ahead_sent < w.ahead_lines:  # what is left of the next X_i
+                _prefetch_ahead(w)
     return streamed
 
 
