@@ -55,7 +55,7 @@ def main():
     for t in ([1000] if args.quick else [1000, 10000]):
         problem = ls.make_problem(100, t, 5, 5, rng=2)
         data = ls.sample_data(problem, 20, n_test=0, rng=3)
-        floor = timing.one_pass_seconds(data.X, problem.theta, repeats=5 * args.repeat)
+        floor = timing.one_pass_seconds(data.X, repeats=5 * args.repeat)
         total, per_iter, peak, fit = fit_stats(data.X, data.y, 5, 5, 30, args.repeat)
         dist = metrics.subspace_distance(problem.U, fit.U)
         print(f"| {t:,} | {data.X.nbytes / 2**20:.0f} | {floor * 1e3:.2f} | {per_iter * 1e3:.1f} | "

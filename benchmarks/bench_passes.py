@@ -1,6 +1,7 @@
 """A whole AMHT-LRS fit from the moment initialization, counted in passes over X: the
 time of every outer iteration and of the whole fit to subspace distance 1e-6, divided
-by the time of one pass over X (``lowrank_sparse.timing.one_pass_seconds``).
+by the time of one pass over X (``lowrank_sparse.timing.one_pass_seconds``: reading X
+once on numba's threads, at the memory's speed).
 
     python benchmarks/bench_passes.py                     # t=1e5, d=100, n=20, r=k=5
     python benchmarks/bench_passes.py --t 10000 --dtype float32
@@ -27,6 +28,17 @@ from lowrank_sparse import metrics, timing
 from lowrank_sparse.alternating import RESTART_ALL_ABOVE_CHANGE
 
 
+def _einsum_seconds(X, theta, repeats):
+    """Median time of numpy's X_i theta_i for every user (one read of X, but at 0.4-0.7 of
+    the memory's speed): the floor these benchmarks used before 2026-11-29."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.einsum("tnd,td->tn", X, theta)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t", type=int, default=100_000)
@@ -42,7 +54,8 @@ def main():
     X, y = data.X, data.y
     del data
     ls.local.precompile((args.dtype,))
-    one_pass = timing.one_pass_seconds(X, problem.theta, repeats=7)
+    one_pass = timing.one_pass_seconds(X, repeats=7)
+    einsum = _einsum_seconds(X, problem.theta, repeats=7)
 
     reached = []
 
@@ -59,7 +72,8 @@ def main():
     per_iteration = np.diff(fit.history.seconds, prepend=0.0)
     changes = fit.history.subspace_change
     print(f"t={args.t:,}, d={args.d}, n={args.n}, r={args.r}, k={args.k}, X {args.dtype}: "
-          f"one pass {one_pass * 1e3:.1f} ms")
+          f"one pass {one_pass * 1e3:.1f} ms (numpy's einsum of X_i theta_i, the floor used "
+          f"before 2026-11-29: {einsum * 1e3:.1f} ms = {einsum / one_pass:.2f} passes)")
     print("| iteration | restarts | CG its | seconds | passes |\n|---:|---|---:|---:|---:|")
     for it, seconds in enumerate(per_iteration):
         restart_all = it == 0 or changes[it - 1] > RESTART_ALL_ABOVE_CHANGE
@@ -68,7 +82,8 @@ def main():
     steady = [s for it, s in enumerate(per_iteration)
               if it > 0 and changes[it - 1] <= RESTART_ALL_ABOVE_CHANGE]
     print(f"moment initialization {init_seconds:.2f} s ({init_seconds / one_pass:.1f} passes); "
-          f"steady-state iteration median {np.median(steady) / one_pass:.2f} passes")
+          f"steady-state iteration median {np.median(steady) / one_pass:.2f} passes "
+          f"({np.median(steady) / einsum:.2f} einsums)")
     if reached:
         print(f"distance {args.target:g} after {reached[0] - start:.2f} s = "
               f"{(reached[0] - start) / one_pass:.0f} passes (initialization included)")

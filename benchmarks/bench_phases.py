@@ -89,7 +89,7 @@ def main():
     X, y = data.X, data.y
     del data
     ls.local.precompile(("float64",))
-    one_pass = timing.one_pass_seconds(X, problem.theta, repeats=args.repeats)
+    one_pass = timing.one_pass_seconds(X, repeats=args.repeats)
 
     phases, per_iteration = defaultdict(float), []
     _timed_phases(phases)

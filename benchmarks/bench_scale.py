@@ -48,7 +48,7 @@ def measure(t, d, n, r, k, n_iter, backend, init_distance, seed=0):
     data = ls.sample_data(problem, n, n_test=0, rng=seed + 1)
     X, y, theta = data.X, data.y, problem.theta
     del data
-    one_pass = timing.one_pass_seconds(X, theta)
+    one_pass = timing.one_pass_seconds(X)
     init = (near(problem.U, init_distance, np.random.default_rng(seed + 2)) if init_distance
             else "moments")
     fit = ls.amht_lrs(X, y, r, k, n_iter=n_iter, tol=0.0, robust=ls.Trimmed(), init=init,

@@ -52,7 +52,7 @@ def main():
     amht.alternate = timed_alternate
     rows = []
     for repeat in range(args.repeats):
-        one_pass = timing.one_pass_seconds(X, problem.theta)
+        one_pass = timing.one_pass_seconds(X)
         calls.clear()
         stamps = []
         start = time.perf_counter()

@@ -280,3 +280,19 @@ def test_prefetch_sends_the_next_users_lines_once_in_parts():
     assert np.all(np.diff(sent[:parts]) > 0)  # every call sends a part
     _, none, sent = plan(X, users, 4, 4, 2)
     assert none == 0 and not sent.any()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_pass_reads_every_user_once(dtype):
+    # timing.one_pass_seconds times read_pass: every entry of X, each once (a last,
+    # partial block of users included), on one thread or several.
+    from lowrank_sparse import _kernels, _linalg, timing
+
+    t = 2 * _kernels.BLOCK + 3
+    X = np.random.default_rng(0).standard_normal((t, 4, 5)).astype(dtype)
+    X[-1] += 1000.0  # the last user's entries stand out in the sum
+    assert _kernels.read_pass(X) == pytest.approx(X.sum(dtype=np.float64), rel=1e-12)
+    many = np.broadcast_to(X[:1], (_linalg.PARALLEL_MIN_ENTRIES // X[0].size + 1,) + X.shape[1:])
+    many = np.ascontiguousarray(many)  # large enough to run on numba's threads
+    assert _kernels.read_pass(many) == pytest.approx(many.sum(dtype=np.float64), rel=1e-12)
+    assert timing.one_pass_seconds(X, repeats=2) > 0.0

@@ -881,6 +881,30 @@ def _normal_operator_blocks(X, Vt, W, omega, out, first, stride):
                     acc[c, j] += g[j] * wc
 
 
+# ---------------------------------------------------------------- one pass over X
+
+def read_pass(X):
+    """Read every entry of X (t, n, d, in the kernels' layout) once, in memory order, on
+    numba's threads, which share the users as the kernels do: one pass over X at the
+    memory's speed, the floor of any outer iteration (:func:`lowrank_sparse.timing.
+    one_pass_seconds`). Returns the sum of X (so the reads are kept)."""
+    sums = np.zeros(_n_tasks(X.shape[0], BLOCK))
+    _on_threads(lambda first, stride: _read_blocks(X, sums, first, stride), sums.shape[0],
+                X.size)
+    return sums.sum()
+
+
+@_jit(entry=True)
+def _read_blocks(X, sums, first, stride):
+    """sums[blk] = the sum of X_i over the users of block blk, for the blocks first,
+    first + stride, ..."""
+    for blk in range(first, sums.shape[0], stride):
+        s = 0.0
+        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, X.shape[0])):
+            s += _stream_in(X[i])
+        sums[blk] = s
+
+
 # ---------------------------------------------------------------- threads
 
 @_jit(inline="always")

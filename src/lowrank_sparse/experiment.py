@@ -104,7 +104,7 @@ METRIC_COLUMNS = {
     "mean_excess_risk": Column(),
     "seconds": Column(),
     "iteration_seconds": Column(nan="methods without outer iterations"),
-    "one_pass_seconds": Column(),
+    "one_pass_seconds": Column(nan="methods without compiled kernels"),
     "iterations": Column(integer=True),
     "epsilon_spent": Column(inf=True),  # inf for the non-private methods
     "noise_multiplier": Column(),
@@ -203,7 +203,10 @@ def fit_and_score(method_name: str, problem: Problem, data: Data, cell: dict,
         "iteration_seconds": (timing.iteration_seconds(model.history_)
                               if hasattr(getattr(model, "history_", None), "seconds")
                               else float("nan")),
-        "one_pass_seconds": timing.one_pass_seconds(data.X, model.theta_),
+        # The floor an iteration of the compiled methods is set against (numba's read of
+        # X); kernel-free methods do not load numba (their jobs start before the kernels).
+        "one_pass_seconds": (timing.one_pass_seconds(data.X) if method.compiled
+                             else float("nan")),
         "iterations": int(getattr(model, "n_iter_", 0) or 0),
     }
     report = getattr(model, "privacy_", None)

@@ -306,7 +306,7 @@ def precompile(dtypes=("float64",)) -> None:
     them from it, e.g. before starting processes that would otherwise each compile them
     at once (a pipeline's parallel fit jobs). Compiling takes ~20 s of CPU per dtype; a
     later process loads them in a fraction of a second."""
-    from ._kernels import normal_operator
+    from ._kernels import normal_operator, read_pass
 
     rng = np.random.default_rng(0)
     t, n, d, r, k = 8, 4, 3, 1, 1
@@ -317,6 +317,7 @@ def precompile(dtypes=("float64",)) -> None:
         fit = local_step(X, y, U, k)
         local_step(X, y, U, k, support_init=fit.support, out=fit)  # warm, restarts
         normal_operator(storage(X), np.ascontiguousarray(U.T), np.ones((t, r)), np.ones(t))
+        read_pass(storage(X))  # timing.one_pass_seconds
 
 
 def _fit_batched(X, y, U, k, support_init, n_starts, max_iter, restart_above, chunk_size,
