@@ -9,12 +9,13 @@ the moment initialization with the phases timed in every steady-state iteration 
 settled, only outliers restarted): the local step's compiled kernel for every user from
 its warm support, its restart of the outliers, the U step's CG operator applications,
 its residual from the kept users' correlations, and the rest (Python). Then, at the
-fit's final U and supports, the floors: a plain read of X in memory order; the local
+fit's final U and supports, the floors: a plain read of X in memory order on one thread; the local
 step's kernel over 32 users over and over, so that X_i is always in cache (its
 arithmetic alone); A_i = X_i U alone in cache (n d r = 1e4 multiply-adds per user,
 whose AVX2 peak of 8 per cycle is about 0.27 passes here); and reading only the
-kept users' X, the CG operator's floor. One pass: ``lowrank_sparse.timing.one_pass_seconds``
-(X_i theta_i for every user), medians of repeats.
+kept users' X on one thread, the CG operator's floor. One pass:
+``lowrank_sparse.timing.one_pass_seconds`` (a read of X on numba's threads), medians of
+repeats.
 """
 
 from __future__ import annotations
@@ -129,9 +130,9 @@ def main():
     kept = np.flatnonzero(ls.Trimmed().weights(residual, n - r - k, k / d))
     rows = [("local step's kernel, every user (as in the fit)", local(users)),
             ("  its arithmetic alone (X_i in cache)", local(in_cache)),
-            ("  reading X in memory order", lambda: _read(X, users)),
+            ("  reading X in memory order, one thread", lambda: _read(X, users)),
             ("  A_i = X_i U alone, in cache", lambda: _lowrank(X, in_cache, Ut, k)),
-            (f"reading the kept users' X ({kept.size / args.t:.1%}), the CG operator's floor",
+            (f"reading the kept users' X ({kept.size / args.t:.1%}), one thread",
              lambda: _read(X, kept))]
     print("\n| at the final U | passes |\n|---|---:|")
     for label, run in rows:
