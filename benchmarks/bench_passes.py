@@ -29,7 +29,7 @@ from lowrank_sparse.alternating import RESTART_ALL_ABOVE_CHANGE
 
 
 def _einsum_seconds(X, theta, repeats):
-    """Median time of numpy's X_i theta_i for every user (one read of X, but at 0.4-0.7 of
+    """Median time of numpy's X_i theta_i for every user (one read of X, but at 0.4-0.8 of
     the memory's speed): the floor these benchmarks used before 2026-11-29."""
     times = []
     for _ in range(repeats):

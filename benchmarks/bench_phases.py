@@ -12,7 +12,7 @@ its residual from the kept users' correlations, and the rest (Python). Then, at 
 fit's final U and supports, the floors: a plain read of X in memory order on one thread; the local
 step's kernel over 32 users over and over, so that X_i is always in cache (its
 arithmetic alone); A_i = X_i U alone in cache (n d r = 1e4 multiply-adds per user,
-whose AVX2 peak of 8 per cycle is about 0.27 passes here); and reading only the
+whose AVX2 peak of 8 per cycle is about 0.3 passes here on one thread); and reading only the
 kept users' X on one thread, the CG operator's floor. One pass:
 ``lowrank_sparse.timing.one_pass_seconds`` (a read of X on numba's threads), medians of
 repeats.

@@ -14,7 +14,8 @@ def one_pass_seconds(X, repeats: int = 3) -> float:
     """Median wall time of reading X (t, n, d) once, at the memory's speed, on numba's
     threads (``NUMBA_NUM_THREADS``, as the fit's kernels): the least any outer iteration
     must do. (Until 2026-11-29 this timed numpy's ``einsum`` of X_i theta_i, which runs
-    at 0.4-0.7 of that speed: 1.4x this floor on one thread, 2.2x on two.)"""
+    at 0.4-0.8 of that speed: 1.2-1.5x this floor on one thread, 2.0-2.3x on two, at t=1e5,
+    d=100, n=20, ``benchmarks/bench_passes.py``.)"""
     from ._kernels import read_pass
 
     X = storage(X)
