@@ -28,8 +28,9 @@ prototypes on the first refits of 8192 distinct users against the kernel's funct
 top-k selections, a right-looking scalar Cholesky, and the refit's (r + k) x (r + k)
 Cholesky solve and Gram rows for 4 to 32 users at once with the users innermost.
 
-One pass is 1.32 us per user (``timing.one_pass_seconds`` at t=1e5 on a quiet machine,
-132 ms); floors count multiply-adds at AVX2's 8 per cycle (two 4-wide FMAs) at 3.16 GHz
+One pass is 1.32 us per user (numpy's einsum of X_i theta_i at t=1e5 on a quiet machine,
+132 ms: ``timing.one_pass_seconds`` before 2026-11-29, 1.2-1.5x a read of X on one
+thread, the floor it measures since); floors count multiply-adds at AVX2's 8 per cycle (two 4-wide FMAs) at 3.16 GHz
 (this VM's clock, from a chain of dependent additions at 3 cycles each).
 """
 
@@ -48,7 +49,7 @@ import lowrank_sparse as ls
 from lowrank_sparse import _kernels as K
 
 _FAST = {"reassoc", "contract"}
-PASS_NS = 1320.0  # one pass over X per user at t=1e5 (132 ms / 1e5), quiet machine
+PASS_NS = 1320.0  # the einsum's pass per user at t=1e5 (132 ms / 1e5), quiet machine
 FLOOR_NS_PER_MAC = 1.0 / (8 * 3.16)  # AVX2 peak, 8 multiply-adds per cycle at 3.16 GHz
 LANES = 4  # users per SIMD group (AVX2: 4 float64)
 
