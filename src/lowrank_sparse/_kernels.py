@@ -4,7 +4,7 @@ The numpy implementations in :mod:`lowrank_sparse.local` and
 :mod:`lowrank_sparse.global_step` batch every operation over the user axis, so each
 operation is its own pass over X: an outer iteration at t=1e5 costs ~20 passes. Here one
 loop over users does all of a user's work while X_i (n x d, 16 KB at n=20, d=100) is in
-cache: A_i = X_i U, a basis of its range, the OMP starts, hard thresholding pursuit
+cache (prefetched while the user before was fitted): A_i = X_i U, a basis of its range, the OMP starts, hard thresholding pursuit
 with its refits, and the user's contributions to the U step's normal equations.
 
 The arithmetic is the numpy reference's (:func:`lowrank_sparse.local._solve_block`),
