@@ -119,9 +119,9 @@ Work = _WorkType([
     ("best_coef", _VECTOR),  # (m,) coefficients,
     ("best_res", _VECTOR),   # (n,) residual,
     ("best_grad", _VECTOR),  # (d,) X_i^T residual (when HTP stopped there)
-    ("ahead", types.intp),   # address of the next user's X_i (0: none), prefetched from
-    ("ahead_sent", types.intp),   # its first ahead_sent cache lines sent so far,
-    ("ahead_lines", types.intp),  # of ahead_lines
+    ("ahead", types.intp),   # the first cache line of the next user's X_i, prefetched:
+    ("ahead_sent", types.intp),   # its first ahead_sent lines sent so far,
+    ("ahead_lines", types.intp),  # of ahead_lines (0: no next user)
 ])
 
 
@@ -382,8 +382,8 @@ def _prefetch_ahead(w):
     """Prefetch the next of the :data:`PREFETCH_PARTS` parts of the X_i aimed at
     (nothing once all are sent). Called between the pieces of a user's work, so the next
     user's X_i streams into cache while this one's arithmetic runs, instead of being read
-    (:func:`_stream_in`) while no arithmetic runs. Twelve parts, five of them inside
-    :func:`_lowrank_features`: the whole X_i prefetched at once, or in four parts, gained
+    (:func:`_stream_in`) while no arithmetic runs. Twelve parts, one per four rows inside
+    :func:`_lowrank_features` (five at n=20; all twelve there from n=48 on): the whole X_i prefetched at once, or in four parts, gained
     nothing (benchmarks/results/lanes.md); in twelve the steady-state local step at
     t=1e5 took ~10% less time, one thread or two."""
     stop = min(w.ahead_sent + (w.ahead_lines + PREFETCH_PARTS - 1) // PREFETCH_PARTS,
@@ -902,7 +902,7 @@ def _read_blocks(X, sums, first, stride):
         s = 0.0
         for i in range(blk * BLOCK, min((blk + 1) * BLOCK, X.shape[0])):
             s += _stream_in(X[i])
-        sums[blk] = s
+        sums[blk] += s  # (not =: a block read twice would show in the sum)
 
 
 # ---------------------------------------------------------------- threads

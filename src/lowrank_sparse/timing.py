@@ -11,9 +11,10 @@ from ._linalg import storage
 
 
 def one_pass_seconds(X, repeats: int = 3) -> float:
-    """Median wall time of reading X (t, n, d) once, at the memory's speed, on numba's
-    threads (``NUMBA_NUM_THREADS``, as the fit's kernels): the least any outer iteration
-    must do. (Until 2026-11-29 this timed numpy's ``einsum`` of X_i theta_i, which runs
+    """Median wall time of reading X (t, n, d) once, on numba's threads
+    (``NUMBA_NUM_THREADS``, as the fit's kernels): the least any outer iteration must do;
+    at the memory's speed when X is larger than the last-level cache (32 MiB here),
+    faster otherwise, as the fit's own reads are. (Until 2026-11-29 this timed numpy's ``einsum`` of X_i theta_i, which runs
     at 0.4-0.8 of that speed: 1.2-1.5x this floor on one thread, 2.0-2.3x on two, at t=1e5,
     d=100, n=20, ``benchmarks/bench_passes.py``.)"""
     from ._kernels import read_pass
