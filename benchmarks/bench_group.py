@@ -391,10 +391,20 @@ def _send(base, size, users, first, count, per_user, sent, lines):
     the X_i of users[first:first + count] (X_i at base + i size, per_user lines each);
     returns the new number sent."""
     stop = min(sent + lines, count * per_user)
-    for q in range(sent, stop):
-        u = q // per_user
-        start = base + users[first + u] * size
-        _prefetch(start - start % 64 + 64 * (q - u * per_user))
+    if sent >= stop:
+        return stop
+    u = sent // per_user  # (one division per call, not per line)
+    line = sent - u * per_user
+    start = base + users[first + u] * size
+    start -= start % 64
+    for _ in range(sent, stop):
+        _prefetch(start + 64 * line)
+        line += 1
+        if line == per_user:
+            u, line = u + 1, 0
+            if u < count:
+                start = base + users[first + u] * size
+                start -= start % 64
     return stop
 
 
