@@ -204,6 +204,73 @@ def test_fixed_point_test_agrees_with_the_top_k():
     assert 0.2 < np.mean(answers) < 0.9
 
 
+def _refits_at(problem, data, U, supports):
+    """Per user, for each support in ``supports``: the refit on [A_i, X_i[:, S]] (coef,
+    residual e, ||e||^2), g = X_i^T e, and HTP's exact step from there (line search along
+    the k largest |g|, off range(A_i))."""
+    from lowrank_sparse.local import refit
+
+    A = data.X @ U
+    Q = np.linalg.qr(A)[0]
+    for S in supports:
+        S = np.sort(S, axis=1)
+        coef, e = refit(data.X, data.y, A, S)
+        g = np.einsum("tnd,tn->td", data.X, e)
+        k = S.shape[1]
+        T = np.argsort(-np.abs(g), axis=1, kind="stable")[:, :k]
+        gT = np.take_along_axis(g, T, axis=1)
+        v = np.einsum("tnk,tk->tn", np.take_along_axis(data.X, T[:, None, :], axis=2), gT)
+        Pv = v - np.einsum("tnr,tr->tn", Q, np.einsum("tnr,tn->tr", Q, v))
+        eta = np.sum(gT ** 2, axis=1) / np.sum(Pv ** 2, axis=1)
+        yield S, coef, np.sum(e ** 2, axis=1), g, eta
+
+
+def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
+    # _step_cap's cap on HTP's step never binds where the residual is not at rounding
+    # level (eta <= cap, the kernel's cap equal to the numpy reference's), and a support
+    # that _surely_fixed_point certifies is the top k of |b + eta g| for every step
+    # eta up to the cap (so for the one HTP computes), on supports that are true, one
+    # entry off, or random, at a perturbed U; it certifies most steady-state supports.
+    from numba import njit
+
+    from lowrank_sparse._kernels import _step_cap, _surely_fixed_point
+    from lowrank_sparse.local import _step_cap as reference_cap
+
+    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq))
+    certified = njit(lambda g, coef, S, k, r, cap, g_max:
+                     _surely_fixed_point(g, coef, S, k, r, cap, g_max))
+    r, k, d = 3, 3, 40
+    problem, data = make_instance(d=d, t=400, r=r, k=k, n=20, noise=0.01, seed=23)
+    rng = np.random.default_rng(2)
+    true = np.argsort(-np.abs(problem.B), axis=1)[:, :k]
+    one_off = true.copy()
+    for row in one_off:
+        row[0] = rng.choice(np.setdiff1d(np.arange(d), row))
+    random = np.argsort(rng.random((problem.t, d)), axis=1)[:, :k]
+    U_near = np.linalg.qr(problem.U + 0.02 * rng.standard_normal(problem.U.shape))[0]
+    fired = {}
+    for label, U in (("true U", problem.U), ("perturbed U", U_near)):
+        for name, (S, coef, res_sq, g, eta) in zip(
+                ("true", "one off", "random"), _refits_at(problem, data, U, (true, one_off, random))):
+            caps = reference_cap(g, k, res_sq)
+            hits = []
+            for i in range(problem.t):
+                cap, g_max = cap_of(g[i], k, res_sq[i])
+                np.testing.assert_allclose(cap, caps[i], rtol=1e-12)
+                assert eta[i] <= cap, (label, name, i, eta[i], cap)
+                hit = certified(g[i], coef[i], S[i], k, r, cap, g_max)
+                if hit:
+                    b = np.zeros(d)
+                    b[S[i]] = coef[i, r:]
+                    for step in np.append(np.linspace(0.0, cap, 33), eta[i]):
+                        top = np.sort(np.argsort(-np.abs(b + step * g[i]), kind="stable")[:k])
+                        np.testing.assert_array_equal(top, S[i], err_msg=f"{label}, {name}, user {i}")
+                hits.append(hit)
+            fired[label, name] = np.mean(hits)
+    assert fired["true U", "true"] > 0.9, fired
+    assert fired["perturbed U", "random"] < 0.1, fired
+
+
 def test_top_k_is_a_stable_argsort():
     # _top_k: the k largest scores, first index on ties (a stable argsort), with their
     # scores descending in best, on scores full of ties and infinities; the scores are

@@ -96,6 +96,28 @@ def _project_out(Q: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v - (Q @ (Q.transpose(0, 2, 1) @ v[..., None]))[..., 0]
 
 
+#: HTP's step is capped at (1 + STEP_CAP_SLACK) times a bound that exact arithmetic never
+#: exceeds (:func:`_step_cap`); the slack is far above the rounding of the step of a
+#: residual not at rounding level (~1e-13 relative).
+STEP_CAP_SLACK = 1e-6
+
+
+def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray) -> np.ndarray:
+    """(t,) an upper bound on HTP's step from the refit's residual e (res_sq = ||e||^2)
+    and g = X_i^T e alone: ||e||^2 / lower times 1 + STEP_CAP_SLACK, lower the sum of the
+    squares of the largest |g| in k disjoint blocks of the d entries. The residual is
+    orthogonal to range(A_i), so by Cauchy-Schwarz the step ||g_T||^2 / ||P X_T g_T||^2
+    is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower: capped there, it changes only
+    where rounding lifted it above that. (Why, and what the compiled backend does with
+    the cap: ``lowrank_sparse._kernels._step_cap``.)"""
+    if k == 0:
+        return np.full(g.shape[0], np.inf)
+    starts = np.arange(k) * g.shape[1] // k
+    lower = np.sum(np.maximum.reduceat(np.abs(g), starts, axis=1) ** 2, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (1.0 + STEP_CAP_SLACK) * res_sq / lower
+
+
 def _top_k(v: np.ndarray, k: int) -> np.ndarray:
     """(t, k) indices of the k largest |v| per row, sorted so supports compare equal."""
     idx = np.argpartition(-np.abs(v), k - 1, axis=1)[:, :k]
@@ -116,6 +138,7 @@ def _htp(X, y, A, Q, k, S0, max_iter):
     coef, res = refit(X, y, A, S)
     best_S, best_coef, best_vec = S.copy(), coef.copy(), res.copy()
     best_res = np.einsum("tn,tn->t", res, res)
+    res_sq = best_res.copy()
     active = None  # None: all users, as views; else the indices still moving
     Xa, ya, Aa, Qa = X, y, A, Q
     for _ in range(max_iter):
@@ -131,6 +154,8 @@ def _htp(X, y, A, Q, k, S0, max_iter):
         PXg = _project_out(Qa, np.einsum("tnk,tk->tn", gather_columns(Xa, T), gT))
         denom = np.einsum("tn,tn->t", PXg, PXg)
         eta = np.einsum("tk,tk->t", gT, gT) / np.where(denom > 0, denom, 1.0)
+        cap = _step_cap(g, k, res_sq)
+        eta = np.where(eta > cap, cap, eta)
         S_new = _top_k(b + eta[:, None] * g, k)
         moving = np.any(S_new != S, axis=1)
         if not moving.any():
