@@ -14,8 +14,11 @@ The setting of bench_passes.py per user (d=100, n=20, r=k=5, noiseless), in the 
 state of a converged fit: the true U (a fit's final U is within 1e-10 of it) and each
 user's support from one outer iteration's local step. :func:`_warm_path` is a copy of
 the kernel's warm path (``_kernels._fit_tasks`` with ``n_starts=0``, the same calls in
-the same order; its residuals are checked equal to the kernel's) that stops after a
-given piece: a piece's cost is the time up to it minus the time up to the piece before,
+the same order; its residuals are checked equal to the kernel's) as it was before the
+kernel skipped the top k, line search and fixed-point test of the supports that
+``_kernels._surely_fixed_point`` certifies (~99% of the users here, ~10% of the
+kernel's time), so the pieces after X_i^T e are what an uncertified user pays. It stops
+after a given piece: a piece's cost is the time up to it minus the time up to the piece before,
 (a) over all users in order, as in a fit (X_i read from memory, each user's data new to
 the branch predictor), and (b) over 32 users cycled so that X_i stays in cache
 (bench_phases.py's "arithmetic alone"; the branch predictor learns their selections,
