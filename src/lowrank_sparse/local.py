@@ -10,7 +10,9 @@ orthogonal complement of range(A_i); keep the k largest entries; refit (w, b) by
 squares on the chosen support. The step size is an exact line search along the k
 largest entries of the gradient (as in normalized IHT, Blumensath and Davies 2010; after
 the refit the gradient vanishes on the current support, so the search direction is the
-best k-sparse one off it), so it needs no tuning and does not depend on the data scale.
+best k-sparse one off it), so it needs no tuning and does not depend on the data scale;
+it is capped at a bound that it never exceeds in exact arithmetic (:func:`_step_cap`), so
+the compiled backend can certify most fixed points without the search.
 HTP is started from greedy (orthogonal matching pursuit) supports and from the previous
 outer iteration's supports; each user keeps the start with the smallest residual.
 
