@@ -250,8 +250,8 @@ def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
     U_near = np.linalg.qr(problem.U + 0.02 * rng.standard_normal(problem.U.shape))[0]
     fired = {}
     for label, U in (("true U", problem.U), ("perturbed U", U_near)):
-        for name, (S, coef, res_sq, g, eta) in zip(
-                ("true", "one off", "random"), _refits_at(problem, data, U, (true, one_off, random))):
+        refits = _refits_at(problem, data, U, (true, one_off, random))
+        for name, (S, coef, res_sq, g, eta) in zip(("true", "one off", "random"), refits):
             caps = reference_cap(g, k, res_sq)
             hits = []
             for i in range(problem.t):
@@ -264,7 +264,8 @@ def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
                     b[S[i]] = coef[i, r:]
                     for step in np.append(np.linspace(0.0, cap, 33), eta[i]):
                         top = np.sort(np.argsort(-np.abs(b + step * g[i]), kind="stable")[:k])
-                        np.testing.assert_array_equal(top, S[i], err_msg=f"{label}, {name}, user {i}")
+                        np.testing.assert_array_equal(top, S[i],
+                                                      err_msg=f"{label}, {name}, user {i}")
                 hits.append(hit)
             fired[label, name] = np.mean(hits)
     assert fired["true U", "true"] > 0.9, fired

@@ -112,8 +112,6 @@ def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray) -> np.ndarray:
     is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower: capped there, it changes only
     where rounding lifted it above that. (Why, and what the compiled backend does with
     the cap: ``lowrank_sparse._kernels._step_cap``.)"""
-    if k == 0:
-        return np.full(g.shape[0], np.inf)
     starts = np.arange(k) * g.shape[1] // k
     lower = np.sum(np.maximum.reduceat(np.abs(g), starts, axis=1) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
