@@ -252,7 +252,7 @@ def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
     for label, U in (("true U", problem.U), ("perturbed U", U_near)):
         refits = _refits_at(problem, data, U, (true, one_off, random))
         for name, (S, coef, res_sq, g, eta) in zip(("true", "one off", "random"), refits):
-            caps = reference_cap(g, k, res_sq)
+            caps = reference_cap(g, k, res_sq, np.ones(problem.t, dtype=bool))
             hits = []
             for i in range(problem.t):
                 cap, g_max = cap_of(g[i], k, res_sq[i])
@@ -270,6 +270,41 @@ def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
             fired[label, name] = np.mean(hits)
     assert fired["true U", "true"] > 0.9, fired
     assert fired["perturbed U", "random"] < 0.1, fired
+
+
+def test_step_cap_only_where_its_numbers_have_full_precision_and_A_full_rank():
+    # No cap (inf) from under- or overflowing numbers, in both backends; the numpy
+    # backend's test of A_i's rank (R_cc^2 > 1e-12 ||a_c||^2) is the kernel's Cholesky
+    # pivot test, on A_i of full rank and with a duplicated or a vanishing column.
+    from numba import njit
+
+    from lowrank_sparse._kernels import _cholesky, _step_cap
+    from lowrank_sparse.local import _full_rank
+    from lowrank_sparse.local import _step_cap as reference_cap
+
+    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq)[0])
+    g = np.array([3.0, -1.0, 0.5, 2.0, 0.0, 1.0])
+    for res_sq, g_scale, capped in ((2.0, 1.0, True), (1e-300, 1.0, False),
+                                    (1.0, 1e-150, False), (1e-200, 1e100, False),
+                                    (np.inf, 1.0, False), (np.nan, 1.0, False)):
+        cap = cap_of(g * g_scale, 2, res_sq)
+        reference = reference_cap((g * g_scale)[None], 2, np.array([res_sq]), np.array([True]))
+        assert np.isfinite(cap) == capped and np.isfinite(reference[0]) == capped
+        if capped:
+            # the largest |g| of the blocks [0, 3) and [3, 6): 3 and 2
+            np.testing.assert_allclose(cap, (1 + 1e-6) * res_sq / (3.0 ** 2 + 2.0 ** 2))
+            np.testing.assert_allclose(reference[0], cap, rtol=1e-15)
+    assert reference_cap(g[None], 2, np.array([2.0]), np.array([False]))[0] == np.inf
+
+    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12, 0.0))
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((3, 12, 3))
+    A[1, :, 2] = A[1, :, 0]  # a duplicated column
+    A[2, :, 1] = 0.0  # a vanishing one
+    numpy_full_rank = _full_rank(A, np.linalg.qr(A)[1])
+    kernel_full_rank = [cholesky(a.T @ a, np.zeros((3, 3)), 3) for a in A]
+    np.testing.assert_array_equal(numpy_full_rank, [True, False, False])
+    np.testing.assert_array_equal(kernel_full_rank, numpy_full_rank)
 
 
 def test_top_k_is_a_stable_argsort():

@@ -38,7 +38,7 @@ from numba.experimental import structref
 from numba.extending import intrinsic
 
 from ._linalg import worth_threads
-from .local import STEP_CAP_SLACK
+from .local import CAP_FLOOR, STEP_CAP_SLACK
 
 #: Users per block of the partial sums over users (fixed, so sums do not depend on the
 #: number of threads).
@@ -120,6 +120,7 @@ Work = _WorkType([
     ("best_coef", _VECTOR),  # (m,) coefficients,
     ("best_res", _VECTOR),   # (n,) residual,
     ("best_grad", _VECTOR),  # (d,) X_i^T residual (when HTP stopped there)
+    ("full_rank", types.boolean),  # whether A^T A had a Cholesky factor (_range_basis)
     ("ahead", types.intp),   # the first cache line of the next user's X_i, prefetched:
     ("ahead_sent", types.intp),   # its first ahead_sent lines sent so far,
     ("ahead_lines", types.intp),  # of ahead_lines (0: no next user)
@@ -156,6 +157,7 @@ def _work(n, d, r, k, n_starts):
     w.best_coef = np.empty(m)
     w.best_res = np.empty(n)
     w.best_grad = np.empty(d)
+    w.full_rank = False
     w.ahead = w.ahead_sent = w.ahead_lines = 0
     return w
 
@@ -481,11 +483,13 @@ def _range_basis(w):
     LA^{-1} B^T v (:func:`_range_coords`) without forming Q: B = A_i and LA the Cholesky
     factor of the Gram matrix A^T A that :func:`_prepare` left in G. If A^T A is not
     numerically positive definite: B = Q from modified Gram-Schmidt (twice) into Qt and
-    LA = I; a vanishing column then gives a zero row, which the projection ignores.
-    Returns B^T."""
+    LA = I; a vanishing column then gives a zero row, which the projection ignores, but
+    a column that is a combination of the others to within rounding gives a direction of
+    rounding errors outside range(A_i) (w.full_rank: whether B = A_i). Returns B^T."""
     At, LA, Qt = w.At, w.LA, w.Qt
     r, n = At.shape
-    if _cholesky(w.G, LA, r, 1e-12, 0.0):
+    w.full_rank = _cholesky(w.G, LA, r, 1e-12, 0.0)
+    if w.full_rank:
         return At
     for c in range(r):
         _fill(LA[c], 0.0)
@@ -605,8 +609,11 @@ def _step_cap(g, k, res_sq):
     is not orthogonal to range(A_i) to working precision, or cancellation in
     ||P X_T g_T||^2), where the fixed-point test is decided by a margin of many orders
     of magnitude or by rounding anyway. The cap is what lets :func:`_surely_fixed_point`
-    bound the step the kernel computes. A vanishing g or residual gives an infinite or
-    NaN cap, which caps nothing."""
+    bound the step the kernel computes. No cap (inf) where ||e||^2, lower or the bound
+    is below CAP_FLOOR (subnormal numbers, whose rounding the slack does not cover) or
+    not finite; and :func:`_htp` caps only where A_i has full numerical rank (otherwise
+    its projection is off a basis completed with directions e need not be orthogonal
+    to)."""
     d = g.shape[0]
     lower, g_max, total = 0.0, 0.0, 0.0
     for c in range(k):
@@ -618,6 +625,8 @@ def _step_cap(g, k, res_sq):
         lower += block_max * block_max
         g_max = block_max if block_max > g_max else g_max
     cap = (1.0 + STEP_CAP_SLACK) * res_sq / lower
+    if not (res_sq >= CAP_FLOOR and lower >= CAP_FLOOR and cap >= CAP_FLOOR):
+        cap = np.inf  # under- or overflow (or NaN): a bound without its precision
     return cap, (g_max if np.isfinite(total) else np.nan)
 
 
@@ -707,7 +716,9 @@ def _htp(Xi, yi, Bt, w, k, max_iter):
     for _ in range(max_iter):
         _correlate(Xi, res, g)
         _prefetch_ahead(w)
-        cap, g_max = _step_cap(g, k, res_sq)
+        # The bound needs P to project off range(A_i) itself, not off a basis completed
+        # with directions of rounding errors.
+        cap, g_max = _step_cap(g, k, res_sq) if w.full_rank else (np.inf, np.nan)
         fixed = _surely_fixed_point(g, coef, S, k, r, cap, g_max)
         if not fixed:
             _fill(b, 0.0)

@@ -102,20 +102,36 @@ def _project_out(Q: np.ndarray, v: np.ndarray) -> np.ndarray:
 #: exceeds (:func:`_step_cap`); the slack is far above the rounding of the step of a
 #: residual not at rounding level (~1e-13 relative).
 STEP_CAP_SLACK = 1e-6
+#: ... and only where ||e||^2, the bound's denominator and the bound are all above this
+#: (far from subnormal numbers, whose rounding the slack does not cover).
+CAP_FLOOR = 1e-290
 
 
-def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray) -> np.ndarray:
+def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray,
+              full_rank: np.ndarray) -> np.ndarray:
     """(t,) an upper bound on HTP's step from the refit's residual e (res_sq = ||e||^2)
     and g = X_i^T e alone: ||e||^2 / lower times 1 + STEP_CAP_SLACK, lower the sum of the
     squares of the largest |g| in k disjoint blocks of the d entries. The residual is
     orthogonal to range(A_i), so by Cauchy-Schwarz the step ||g_T||^2 / ||P X_T g_T||^2
     is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower: capped there, it changes only
-    where rounding lifted it above that. (Why, and what the compiled backend does with
-    the cap: ``lowrank_sparse._kernels._step_cap``.)"""
+    where rounding lifted it above that. inf (no cap) where A_i has not full numerical
+    rank (``full_rank``, (t,) bool: P then projects off directions e need not be
+    orthogonal to) or a number is below CAP_FLOOR. (Why, and what the compiled backend
+    does with the cap: ``lowrank_sparse._kernels._step_cap``.)"""
     starts = np.arange(k) * g.shape[1] // k
     lower = np.sum(np.maximum.reduceat(np.abs(g), starts, axis=1) ** 2, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (1.0 + STEP_CAP_SLACK) * res_sq / lower
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        cap = (1.0 + STEP_CAP_SLACK) * res_sq / lower
+        valid = full_rank & (res_sq >= CAP_FLOOR) & (lower >= CAP_FLOOR) & (cap >= CAP_FLOOR)
+    return np.where(valid, cap, np.inf)
+
+
+def _full_rank(A: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """(t,) whether A_i has full numerical rank, as the compiled backend decides it
+    (``_kernels._range_basis``): the Cholesky pivots of A^T A, R_cc^2 for A = Q R, above
+    1e-12 of its diagonal."""
+    return np.all(np.diagonal(R, axis1=1, axis2=2) ** 2
+                  > 1e-12 * np.einsum("tnr,tnr->tr", A, A), axis=1)
 
 
 def _top_k(v: np.ndarray, k: int) -> np.ndarray:
@@ -124,7 +140,7 @@ def _top_k(v: np.ndarray, k: int) -> np.ndarray:
     return np.sort(idx, axis=1)
 
 
-def _htp(X, y, A, Q, k, S0, max_iter):
+def _htp(X, y, A, Q, full_rank, k, S0, max_iter):
     """Hard thresholding pursuit from the supports S0 (t, k).
 
     Returns the best (lowest residual) support, coefficients (t, r + k), squared
@@ -140,7 +156,7 @@ def _htp(X, y, A, Q, k, S0, max_iter):
     best_res = np.einsum("tn,tn->t", res, res)
     res_sq = best_res.copy()
     active = None  # None: all users, as views; else the indices still moving
-    Xa, ya, Aa, Qa = X, y, A, Q
+    Xa, ya, Aa, Qa, full_rank_a = X, y, A, Q, full_rank
     for _ in range(max_iter):
         t, n, d = Xa.shape
         b = np.zeros((t, d))
@@ -154,7 +170,7 @@ def _htp(X, y, A, Q, k, S0, max_iter):
         PXg = _project_out(Qa, np.einsum("tnk,tk->tn", gather_columns(Xa, T), gT))
         denom = np.einsum("tn,tn->t", PXg, PXg)
         eta = np.einsum("tk,tk->t", gT, gT) / np.where(denom > 0, denom, 1.0)
-        cap = _step_cap(g, k, res_sq)
+        cap = _step_cap(g, k, res_sq, full_rank_a)
         eta = np.where(eta > cap, cap, eta)
         S_new = _top_k(b + eta[:, None] * g, k)
         moving = np.any(S_new != S, axis=1)
@@ -163,6 +179,7 @@ def _htp(X, y, A, Q, k, S0, max_iter):
         keep = np.nonzero(moving)[0]
         active = keep if active is None else active[keep]
         Xa, ya, Aa, Qa = X[active], y[active], A[active], Q[active]
+        full_rank_a = full_rank[active]
         S = S_new[keep]
         coef, res = refit(Xa, ya, Aa, S)
         res_sq = np.einsum("tn,tn->t", res, res)
@@ -215,14 +232,16 @@ def _solve_block(X, y, U, k, S0, n_starts, max_iter):
         coef, res = refit(X, y, A, np.empty((t, 0), dtype=np.intp))
         best = np.empty((t, 0), dtype=np.intp), coef, np.einsum("tn,tn->t", res, res), res
         return *best, np.einsum("tnr,tr->tn", A, coef)
-    Q = np.linalg.qr(A)[0]  # (t, n, r) basis of range(A_i)
-    best = None if S0 is None else _htp(X, y, A, Q, k, S0, max_iter)
+    Q, R = np.linalg.qr(A)  # (t, n, r) basis of range(A_i)
+    full_rank = _full_rank(A, R)
+    best = None if S0 is None else _htp(X, y, A, Q, full_rank, k, S0, max_iter)
     if n_starts:
         colnorm = _projected_column_norms(X, Q)
         score = np.abs(correlations(X, _project_out(Q, y))) / colnorm
         seeds = np.argsort(-score, axis=1, kind="stable")[:, :n_starts]
         for s in range(seeds.shape[1]):
-            found = _htp(X, y, A, Q, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm), max_iter)
+            found = _htp(X, y, A, Q, full_rank, k, _greedy(X, y, A, Q, k, seeds[:, s], colnorm),
+                         max_iter)
             best = found if best is None else _keep_better(best, found)
     return *best, np.einsum("tnr,tr->tn", A, best[1][:, :A.shape[2]])
 
