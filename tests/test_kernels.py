@@ -3,6 +3,8 @@ same supports user by user and the same numbers to rounding, in every path of th
 local step (warm start, greedy starts, restarts, k = 0, no shared subspace) and in
 whole fits."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -225,22 +227,25 @@ def _refits_at(problem, data, U, supports):
         yield S, coef, np.sum(e ** 2, axis=1), g, eta
 
 
-def test_step_cap_bounds_htp_step_and_certifies_fixed_points():
+@pytest.mark.parametrize("x_scale", [0.1, 1.0, 10.0])
+def test_step_cap_bounds_htp_step_and_certifies_fixed_points(x_scale):
     # _step_cap's cap on HTP's step never binds where the residual is not at rounding
     # level (eta <= cap, the kernel's cap equal to the numpy reference's), and a support
     # that _surely_fixed_point certifies is the top k of |b + eta g| for every step
     # eta up to the cap (so for the one HTP computes), on supports that are true, one
     # entry off, or random, at a perturbed U; it certifies most steady-state supports.
+    # At three scales of X (the step scales as 1 / scale^2, g as scale).
     from numba import njit
 
     from lowrank_sparse._kernels import _step_cap, _surely_fixed_point
     from lowrank_sparse.local import _step_cap as reference_cap
 
-    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq))
+    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq, 1e-6, 1e-290))
     certified = njit(lambda g, coef, S, k, r, cap, g_max:
-                     _surely_fixed_point(g, coef, S, k, r, cap, g_max))
+                     _surely_fixed_point(g, coef, S, k, r, cap, g_max, 1e-290))
     r, k, d = 3, 3, 40
     problem, data = make_instance(d=d, t=400, r=r, k=k, n=20, noise=0.01, seed=23)
+    data = dataclasses.replace(data, X=data.X * x_scale)
     rng = np.random.default_rng(2)
     true = np.argsort(-np.abs(problem.B), axis=1)[:, :k]
     one_off = true.copy()
@@ -282,7 +287,7 @@ def test_step_cap_only_where_its_numbers_have_full_precision_and_A_full_rank():
     from lowrank_sparse.local import _full_rank
     from lowrank_sparse.local import _step_cap as reference_cap
 
-    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq)[0])
+    cap_of = njit(lambda g, k, res_sq: _step_cap(g, k, res_sq, 1e-6, 1e-290)[0])
     g = np.array([3.0, -1.0, 0.5, 2.0, 0.0, 1.0])
     for res_sq, g_scale, capped in ((2.0, 1.0, True), (1e-300, 1.0, False),
                                     (1.0, 1e-150, False), (1e-200, 1e100, False),

@@ -61,9 +61,9 @@ _FAST = {"reassoc", "contract"}
 # Python and as a C callback are compiled code too (~8% of what numba generated for the
 # helpers): only the kernels (entry=True) get them, and the inlined helpers, which are
 # compiled on their own only when called from Python (_n_tasks; _solve_spd in a test).
-# error_model="numpy": no zero-divisor check (and ZeroDivisionError) at each division,
-# which the kernels never divide by (checked before, or clamped): the same results, and
-# ~1.5 s less of the cold compile.
+# error_model="numpy": no zero-divisor check (and ZeroDivisionError) at each division:
+# the kernels check or clamp divisors before, or (_step_cap) take the inf or NaN of a
+# division by zero as the answer; ~1.5 s less of the cold compile.
 def _jit(inline="never", entry=False):
     wrappers = {} if entry or inline != "never" else {"no_cpython_wrapper": True,
                                                       "no_cfunc_wrapper": True}
@@ -79,9 +79,13 @@ LocalOutputs = namedtuple("LocalOutputs",
 
 #: How the local step fits each user it is given: HTP from the user's warm support (if
 #: use_warm) and from n_starts greedy starts, at most max_iter iterations each; with
-#: keep_existing the fit already in the outputs competes too (a restart).
+#: keep_existing the fit already in the outputs competes too (a restart); HTP's step
+#: capped as :func:`lowrank_sparse.local._step_cap` says (its constants passed at run
+#: time: numba's cache would not notice a change to them in local.py).
 LocalSettings = namedtuple("LocalSettings",
-                           "sparsity n_starts max_iter use_warm keep_existing")
+                           "sparsity n_starts max_iter use_warm keep_existing "
+                           "step_cap_slack cap_floor",
+                           defaults=(STEP_CAP_SLACK, CAP_FLOOR))
 
 @structref.register
 class _WorkType(types.StructRef):
@@ -594,7 +598,7 @@ def _is_top_k(score, S, k):
 # ---------------------------------------------------------------- one user's local fit
 
 @_jit()
-def _step_cap(g, k, res_sq):
+def _step_cap(g, k, res_sq, slack, floor):
     """An upper bound on HTP's step eta = ||g_T||^2 / ||P X_T g_T||^2 (T: the k largest
     |g|; P projects off range(A_i)) from the refit's residual e (res_sq = ||e||^2) and
     g = X_i^T e alone, without T; and max_j |g_j| (NaN if g is not finite).
@@ -603,17 +607,20 @@ def _step_cap(g, k, res_sq):
     g_T . X_T^T e = ||g_T||^2: by Cauchy-Schwarz eta <= ||e||^2 / ||g_T||^2 <=
     ||e||^2 / lower, where lower sums the squares of the largest |g| in k disjoint blocks
     of the d entries (k distinct entries: at most ||g_T||^2; the bound is ~1.7 eta at
-    n=20). :func:`_htp` caps its step there (times 1 + STEP_CAP_SLACK). In exact arithmetic
-    the cap never binds; in floating point it binds only where rounding lifted the
-    computed step above what exact arithmetic allows (a residual at rounding level, which
-    is not orthogonal to range(A_i) to working precision, or cancellation in
-    ||P X_T g_T||^2), where the fixed-point test is decided by a margin of many orders
-    of magnitude or by rounding anyway. The cap is what lets :func:`_surely_fixed_point`
-    bound the step the kernel computes. No cap (inf) where ||e||^2, lower or the bound
-    is below CAP_FLOOR (subnormal numbers, whose rounding the slack does not cover) or
-    not finite; and :func:`_htp` caps only where A_i has full numerical rank (otherwise
-    its projection is off a basis completed with directions e need not be orthogonal
-    to)."""
+    n=20). :func:`_htp` caps its step there (times 1 + slack). In exact arithmetic, for
+    A_i of full rank and a refit solved exactly, the cap never binds; in floating point it
+    binds where rounding lifted the computed step above what exact arithmetic allows (a
+    residual at rounding level, which is not orthogonal to range(A_i) to working
+    precision, or cancellation in ||P X_T g_T||^2), where the fixed-point test is
+    decided by rounding anyway. (A review's 837 adversarial inputs: outputs changed only
+    where rounding or overflow decided: between exact fits of integer data or at n near
+    r + k, residuals below 1e-29 ||y||^2; and at per-user scales near 1e+-150, where
+    ||X_T g_T||^2 overflows and the uncapped step was garbage. Whole fits unchanged.)
+    The cap is what lets :func:`_surely_fixed_point` bound the step the kernel computes.
+    No cap (inf) where ||e||^2, lower or the bound is below ``floor`` (subnormal numbers,
+    whose rounding the slack does not cover) or not finite; and :func:`_htp` caps only
+    where A_i has full numerical rank (otherwise its projection is off a basis completed
+    with directions e need not be orthogonal to)."""
     d = g.shape[0]
     lower, g_max, total = 0.0, 0.0, 0.0
     for c in range(k):
@@ -624,27 +631,28 @@ def _step_cap(g, k, res_sq):
             block_max = x if x > block_max else block_max
         lower += block_max * block_max
         g_max = block_max if block_max > g_max else g_max
-    cap = (1.0 + STEP_CAP_SLACK) * res_sq / lower
-    if not (res_sq >= CAP_FLOOR and lower >= CAP_FLOOR and cap >= CAP_FLOOR):
+    cap = (1.0 + slack) * res_sq / lower
+    if not (res_sq >= floor and lower >= floor and cap >= floor):
         cap = np.inf  # under- or overflow (or NaN): a bound without its precision
     return cap, (g_max if np.isfinite(total) else np.nan)
 
 
 @_jit()
-def _surely_fixed_point(g, coef, S, k, r, cap, g_max):
+def _surely_fixed_point(g, coef, S, k, r, cap, g_max, floor):
     """Whether the support S (k) with refit coefficients coef = [w, b_S] is a fixed point
     of HTP for every step up to ``cap`` (:func:`_step_cap`), so certainly for the step
     :func:`_htp` would compute: then the top k of |g| and the line search need not be
     computed to find that out. Off S the scores |b_j + eta g_j| are eta |g_j| <= cap
     g_max; on S at least |b_j| - cap |g_j|. A strict margin, wide enough for the
-    rounding of the scores (~1e-16), so there are no ties. False if anything is NaN.
+    rounding of the scores (~1e-16), so there are no ties; b_S at least ``floor`` (no
+    subnormal rounding). False if anything is NaN.
     At a steady-state local step at n=20 this settles ~99% of the users."""
     b_min, g_on_S = np.inf, 0.0
     for c in range(k):
         b_min = min(b_min, abs(coef[r + c]))
         g_on_S = max(g_on_S, abs(g[S[c]]))
-    return (b_min * (1.0 - 1e-9) - cap * g_on_S * (1.0 + 1e-9)
-            > cap * g_max * (1.0 + 1e-9))
+    return b_min >= floor and (b_min * (1.0 - 1e-9) - cap * g_on_S * (1.0 + 1e-9)
+                               > cap * g_max * (1.0 + 1e-9))
 
 
 @_jit()
@@ -698,7 +706,7 @@ def _keep_as_best(w):
 
 
 @_jit(inline="always")
-def _htp(Xi, yi, Bt, w, k, max_iter):
+def _htp(Xi, yi, Bt, w, settings):
     """Hard thresholding pursuit from the sorted support w.S (k): leaves the
     lowest-residual point seen in w.best_S, best_coef, best_res; returns its squared
     residual and whether w.best_grad holds X_i^T best_res (it does when HTP stopped at
@@ -709,17 +717,19 @@ def _htp(Xi, yi, Bt, w, k, max_iter):
     top_score, v, u, LA = w.top_score, w.direction, w.coords, w.LA
     n, d = Xi.shape
     r = Bt.shape[0]
+    k, floor = settings.sparsity, settings.cap_floor
     best = res_sq = _refit(Xi, yi, w, k)
     _keep_as_best(w)
     _prefetch_ahead(w)
     current_is_best = True
-    for _ in range(max_iter):
+    for _ in range(settings.max_iter):
         _correlate(Xi, res, g)
         _prefetch_ahead(w)
         # The bound needs P to project off range(A_i) itself, not off a basis completed
         # with directions of rounding errors.
-        cap, g_max = _step_cap(g, k, res_sq) if w.full_rank else (np.inf, np.nan)
-        fixed = _surely_fixed_point(g, coef, S, k, r, cap, g_max)
+        cap, g_max = (_step_cap(g, k, res_sq, settings.step_cap_slack, floor)
+                      if w.full_rank else (np.inf, np.nan))
+        fixed = _surely_fixed_point(g, coef, S, k, r, cap, g_max, floor)
         if not fixed:
             _fill(b, 0.0)
             for c in range(k):
@@ -818,7 +828,7 @@ def _try_start(Xi, yi, Bt, w, settings, out, i, have, have_grad):
     """HTP from the support in w.S; its best point becomes user i's fit in ``out`` if
     there is none yet (not ``have``) or it has a smaller residual (the earlier start
     wins ties). Returns (have, have_grad): whether out.corr_residual[i] is up to date."""
-    res_sq, with_grad = _htp(Xi, yi, Bt, w, settings.sparsity, settings.max_iter)
+    res_sq, with_grad = _htp(Xi, yi, Bt, w, settings)
     if have and not res_sq < out.residual[i]:
         return True, have_grad
     _copy(w.best_S, out.support[i])

@@ -113,11 +113,14 @@ def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray,
     and g = X_i^T e alone: ||e||^2 / lower times 1 + STEP_CAP_SLACK, lower the sum of the
     squares of the largest |g| in k disjoint blocks of the d entries. The residual is
     orthogonal to range(A_i), so by Cauchy-Schwarz the step ||g_T||^2 / ||P X_T g_T||^2
-    is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower: capped there, it changes only
-    where rounding lifted it above that. inf (no cap) where A_i has not full numerical
-    rank (``full_rank``, (t,) bool: P then projects off directions e need not be
-    orthogonal to) or a number is below CAP_FLOOR. (Why, and what the compiled backend
-    does with the cap: ``lowrank_sparse._kernels._step_cap``.)"""
+    is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower (in exact arithmetic, for A_i of
+    full rank and a refit solved exactly): capped there, it changes where rounding lifted
+    it above that. (This backend's refit solves a nearly singular Gram matrix, cond
+    ~1e16, without the pseudo-inverse the compiled one falls back to: there its residual
+    is not orthogonal to range(A_i) and the cap can bind.) inf (no cap) where A_i has
+    not full numerical rank (``full_rank``, (t,) bool: P then projects off directions e
+    need not be orthogonal to) or a number is below CAP_FLOOR. (Why, and what the
+    compiled backend does with the cap: ``lowrank_sparse._kernels._step_cap``.)"""
     starts = np.arange(k) * g.shape[1] // k
     lower = np.sum(np.maximum.reduceat(np.abs(g), starts, axis=1) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
