@@ -4,6 +4,7 @@ local step (warm start, greedy starts, restarts, k = 0, no shared subspace) and 
 whole fits."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -312,6 +313,35 @@ def test_step_cap_only_where_its_numbers_have_full_precision_and_A_full_rank():
     np.testing.assert_array_equal(kernel_full_rank, numpy_full_rank)
 
 
+@pytest.mark.parametrize("slack", [-0.6, -0.9])
+def test_htp_steps_clamped_at_any_cap_agree_between_backends(instance, monkeypatch, slack):
+    # With the cap pulled below HTP's step (slack < 0: (1 + slack) times the bound), the
+    # step both backends take is min(eta, cap): HTP from random supports then ends at the
+    # same supports user by user. The kernel's certificate is sound only for steps up to
+    # the cap, so this also checks that it never declares a fixed point that the full
+    # test at the clamped step would not.
+    from lowrank_sparse import _kernels, local
+
+    problem, data, U = instance
+    k = problem.k
+    random = np.sort(np.argsort(np.random.default_rng(5).random((problem.t, problem.d)),
+                                axis=1)[:, :k], axis=1)
+    _, _, res_sq, g, eta = next(_refits_at(problem, data, U, [random]))
+    binding = eta > local._step_cap(g, k, res_sq, np.ones(problem.t, dtype=bool)) * (1 + slack)
+    assert binding.mean() > 0.5, binding.mean()  # the clamp decides most first steps
+
+    default = ls.local_step(data.X, data.y, U, k, support_init=random, n_starts=0,
+                            restart_above=None, backend="numpy")
+    monkeypatch.setattr(local, "STEP_CAP_SLACK", slack)
+    monkeypatch.setattr(_kernels, "LocalSettings",
+                        functools.partial(_kernels.LocalSettings, step_cap_slack=slack))
+    fits = [ls.local_step(data.X, data.y, U, k, support_init=random, n_starts=0,
+                          restart_above=None, backend=b) for b in ("numba", "numpy")]
+    assert_same_fit(*fits)
+    # the cap changed the path of many users
+    assert np.mean(np.any(default.support != fits[1].support, axis=1)) > 0.2
+
+
 def test_top_k_is_a_stable_argsort():
     # _top_k: the k largest scores, first index on ties (a stable argsort), with their
     # scores descending in best, on scores full of ties and infinities; the scores are
@@ -414,3 +444,4 @@ def test_one_pass_on_threads_reads_every_block_once():
     rng = np.random.default_rng(1)
     X = rng.random((_linalg.PARALLEL_MIN_ENTRIES // 20 + 7, 4, 5))  # enough for threads
     assert _kernels.read_pass(X) == pytest.approx(X.sum(), rel=1e-12)
+
