@@ -184,6 +184,45 @@ def test_singular_refit_gets_the_minimum_norm_solution():
         np.testing.assert_array_equal(x, 0.0)
 
 
+
+@pytest.mark.parametrize("gap", [1e-9, 1e-12])
+def test_nearly_collinear_columns_get_the_same_fit_in_both_backends(gap, instance):
+    # A feature that nearly duplicates another (to ``gap``): a refit on both is singular
+    # by the kernels' pivot rule, which the numpy backend now follows (regular_pivots),
+    # so both give the minimum-norm fit. (With numpy's LU solve alone: coefficients of
+    # ~1 / gap, larger residuals, and supports that differ for ~1 user in 7.)
+    from numba import njit
+
+    from lowrank_sparse._kernels import _cholesky
+    from lowrank_sparse._linalg import SINGULAR_PIVOT, regular_pivots
+
+    problem, data, U = instance
+    rng = np.random.default_rng(1)
+    X = data.X.copy()
+    X[:, :, 5] = X[:, :, 4] + gap * rng.standard_normal(X[:, :, 4].shape)
+    S0 = np.sort(np.argsort(rng.random((problem.t, problem.d)), axis=1)[:, :3], axis=1)
+    S0[:100, :2] = 4, 5  # a third of the users start on both columns
+    S0[:100, 2] = np.where(S0[:100, 2] < 6, 6, S0[:100, 2])
+    fits = [ls.local_step(X, data.y, U, 3, support_init=S0, n_starts=0, restart_above=None,
+                          backend=b) for b in ("numba", "numpy")]
+    assert_same_fit(*fits)
+    assert np.abs(fits[0].values).max() < 100.0
+
+    # the pivot test itself, against the kernel's, on Gram matrices of [A_i, x_4, x_5 + s]
+    # with s straddling the threshold
+    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12, 0.0))
+    M = np.concatenate([X[:40] @ U, X[:40, :, 4:6]], axis=2)
+    M[:, :, -1] = M[:, :, -2] + (np.geomspace(1e-7, 1e-5, 40)[:, None]
+                                 * rng.standard_normal((40, M.shape[1])))
+    G = M.transpose(0, 2, 1) @ M
+    np.linalg.cholesky(G)  # every G_i positive definite: regular_pivots takes LAPACK's path
+    expected = [cholesky(g, np.zeros_like(g), g.shape[0]) for g in G]
+    np.testing.assert_array_equal(regular_pivots(G, SINGULAR_PIVOT), expected)
+    assert 5 < np.sum(expected) < 35
+    G[0, -1, :] = G[0, :, -1] = 0.0  # not positive definite: LAPACK's Cholesky fails
+    expected[0] = False
+    np.testing.assert_array_equal(regular_pivots(G, SINGULAR_PIVOT), expected)
+
 def test_fixed_point_test_agrees_with_the_top_k():
     # HTP's fixed-point test _is_top_k(score, S) must say whether S is the k largest
     # scores, first index on ties (a stable argsort), on scores full of ties and

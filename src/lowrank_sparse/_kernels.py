@@ -277,7 +277,8 @@ def _backward(L, x, m):
 def _solve_spd(G, h, x, L, m):
     """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by Cholesky;
     the pseudo-inverse solution (:func:`_solve_pinv`) if G is numerically singular (a
-    pivot below 1e-12 of its diagonal entry: regressors collinear to within ~1e-6)."""
+    pivot below 1e-12 of its diagonal entry: regressors collinear to within ~1e-6;
+    `_linalg.SINGULAR_PIVOT`, the rule of the numpy backend too)."""
     if not _cholesky(G, L, m, 1e-12, 0.0):
         _solve_pinv(G, h, x, m)
         return

@@ -51,24 +51,68 @@ def users_per_block(floats_per_user: int, chunk_size: int | None = None) -> int:
     return size if chunk_size is None else max(1, min(chunk_size, size))
 
 
-def batched_solve(G: np.ndarray, h: np.ndarray) -> np.ndarray:
+#: A Cholesky pivot at or below this fraction of its diagonal entry marks a Gram matrix as
+#: numerically singular (its regressors collinear to within ~1e-6): the compiled kernels'
+#: rule (``_kernels._solve_spd`` and ``_range_basis``, where it is a literal: numba's cache
+#: would not notice a change made here), which the numpy backend's local step follows.
+SINGULAR_PIVOT = 1e-12
+
+
+def regular_pivots(G: np.ndarray, rel_pivot: float = SINGULAR_PIVOT) -> np.ndarray:
+    """(t,) whether every Cholesky pivot of the symmetric G_i (t, m, m) is above
+    ``rel_pivot`` times its diagonal entry (False for a non-finite G_i), the test of the
+    kernels' ``_cholesky``, vectorized over users."""
+    try:  # LAPACK's batched Cholesky if every G_i is positive definite: pivot c = L_cc^2
+        L = np.linalg.cholesky(G)
+        return np.all(np.diagonal(L, axis1=1, axis2=2) ** 2
+                      > rel_pivot * np.diagonal(G, axis1=1, axis2=2), axis=1)
+    except np.linalg.LinAlgError:  # some G_i is not: the kernels' loop, for every user
+        pass
+    t, m, _ = G.shape
+    L = np.zeros_like(G, dtype=np.float64)
+    regular = np.ones(t, dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c in range(m):
+            pivot = G[:, c, c] - np.einsum("tp,tp->t", L[:, c, :c], L[:, c, :c])
+            regular &= pivot > rel_pivot * G[:, c, c]
+            # a user already found singular carries on with pivot 1: no warnings, no NaN
+            L[:, c, c] = np.sqrt(np.where(regular, pivot, 1.0))
+            below = G[:, c + 1:, c] - np.einsum("tap,tp->ta", L[:, c + 1:, :c], L[:, c, :c])
+            L[:, c + 1:, c] = below / L[:, c, c, None]
+    return regular
+
+
+def batched_solve(G: np.ndarray, h: np.ndarray, rel_pivot: float | None = None) -> np.ndarray:
     """Solve G_i x_i = h_i for a stack. G: (t, m, m) symmetric PSD, h: (t, m) -> (t, m).
 
     A user whose G_i is singular (a rank-deficient design) gets the minimum-norm
     (pseudo-inverse) solution; every other user keeps its exact solve, so one degenerate
-    user changes no one else's result, not even by rounding.
+    user changes no one else's result, not even by rounding. Singular means: with
+    ``rel_pivot``, a Cholesky pivot at or below rel_pivot times its diagonal entry
+    (:func:`regular_pivots`; the compiled kernels' rule at :data:`SINGULAR_PIVOT`);
+    without, a matrix LAPACK's LU cannot factor, then an eigenvalue ratio below 1e-14.
+    A non-finite G_i or h_i gets the plain solve (NaN in, NaN out).
     """
+    if rel_pivot is not None:
+        singular = np.isfinite(G).all(axis=(1, 2)) & ~regular_pivots(G, rel_pivot)
+        if singular.any():
+            return _solve_split(G, h, singular)
     try:
         return np.linalg.solve(G, h[..., None])[..., 0]
     except np.linalg.LinAlgError:
         pass
     eigenvalues = np.linalg.eigvalsh(G)  # (t, m), ascending
-    singular = ~(eigenvalues[:, 0] > 1e-14 * eigenvalues[:, -1])
+    return _solve_split(G, h, ~(eigenvalues[:, 0] > 1e-14 * eigenvalues[:, -1]))
+
+
+def _solve_split(G, h, singular):
+    """The pseudo-inverse solution for the users ``singular``, the exact solve for the
+    others."""
     x = np.empty_like(h)
     x[singular] = (np.linalg.pinv(G[singular], hermitian=True) @ h[singular, :, None])[..., 0]
     try:  # each regular user's solve is its own LAPACK call: the same bits as alone
         x[~singular] = np.linalg.solve(G[~singular], h[~singular, :, None])[..., 0]
-    except np.linalg.LinAlgError:  # an exact zero pivot that the eigenvalues missed
+    except np.linalg.LinAlgError:  # an exact zero pivot the test missed
         for i in np.flatnonzero(~singular):
             try:
                 x[i] = np.linalg.solve(G[i], h[i])

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ._linalg import (batched_solve, correlations, default_chunk_size, gather_columns,
-                      project_features, storage, user_chunks)
+from ._linalg import (SINGULAR_PIVOT, batched_solve, correlations, default_chunk_size,
+                      gather_columns, project_features, storage, user_chunks)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,9 @@ def refit(X: np.ndarray, y: np.ndarray, A: np.ndarray, S: np.ndarray):
     """
     M = np.concatenate([A, gather_columns(X, S)], axis=2)  # (t, n, r + k)
     Mt = M.transpose(0, 2, 1)
-    coef = batched_solve(Mt @ M, (Mt @ y[..., None])[..., 0])
+    # singular as the kernels decide it, so both backends give collinear columns the
+    # minimum-norm fit (an LU solve of such a system returns huge, cancelling values)
+    coef = batched_solve(Mt @ M, (Mt @ y[..., None])[..., 0], SINGULAR_PIVOT)
     residual = y - (M @ coef[..., None])[..., 0]
     return coef, residual
 
@@ -115,9 +117,9 @@ def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray,
     orthogonal to range(A_i), so by Cauchy-Schwarz the step ||g_T||^2 / ||P X_T g_T||^2
     is at most ||e||^2 / ||g_T||^2 <= ||e||^2 / lower (in exact arithmetic, for A_i of
     full rank and a refit solved exactly): capped there, it changes where rounding lifted
-    it above that. (This backend's refit solves a nearly singular Gram matrix, cond
-    ~1e16, without the pseudo-inverse the compiled one falls back to: there its residual
-    is not orthogonal to range(A_i) and the cap can bind.) inf (no cap) where A_i has
+    it above that. (A refit whose Gram matrix is singular by the kernels' pivot rule
+    gets the minimum-norm solution in both backends, whose residual is orthogonal to
+    range(A_i) too.) inf (no cap) where A_i has
     not full numerical rank (``full_rank``, (t,) bool: P then projects off directions e
     need not be orthogonal to) or a number is below CAP_FLOOR. (Why, and what the
     compiled backend does with the cap: ``lowrank_sparse._kernels._step_cap``.)"""
@@ -132,9 +134,9 @@ def _step_cap(g: np.ndarray, k: int, res_sq: np.ndarray,
 def _full_rank(A: np.ndarray, R: np.ndarray) -> np.ndarray:
     """(t,) whether A_i has full numerical rank, as the compiled backend decides it
     (``_kernels._range_basis``): the Cholesky pivots of A^T A, R_cc^2 for A = Q R, above
-    1e-12 of its diagonal."""
+    SINGULAR_PIVOT of its diagonal."""
     return np.all(np.diagonal(R, axis1=1, axis2=2) ** 2
-                  > 1e-12 * np.einsum("tnr,tnr->tr", A, A), axis=1)
+                  > SINGULAR_PIVOT * np.einsum("tnr,tnr->tr", A, A), axis=1)
 
 
 def _top_k(v: np.ndarray, k: int) -> np.ndarray:
