@@ -798,7 +798,7 @@ def _greedy_seeds(Xi, yi, Bt, w, n_seeds):
     u, score, LA, colnorm, BX, g, seeds = (w.coords, w.score, w.LA, w.colnorm, w.BX, w.grad,
                                            w.seeds)
     # ||P x_j||^2 = ||x_j||^2 - ||LA^{-1} B^T x_j||^2: the squared column norms and B^T X_i
-    # row by row of X_i (contiguous along d), then the small solves column by column.
+    # row by row of X_i (contiguous along d), then LA^{-1} on all columns at once.
     _fill(colnorm, 0.0)
     for c in range(r):
         _fill(BX[c], 0.0)
@@ -810,11 +810,26 @@ def _greedy_seeds(Xi, yi, Bt, w, n_seeds):
             b = Bt[c, a]
             for j in range(d):
                 BX[c, j] += b * Xi[a, j]
+    # Forward substitution row by row, along d in SIMD lanes (column by column, as
+    # _forward, each column was a chain of r dependent divisions: ~4 us of a greedy start
+    # per user); each entry by _forward's operations in _forward's order.
+    for c in range(r):
+        row = BX[c]
+        for p in range(c):
+            l = LA[c, p]
+            above = BX[p]
+            for j in range(d):
+                row[j] -= l * above[j]
+        pivot = LA[c, c]
+        for j in range(d):
+            row[j] /= pivot
+    _fill(score, 0.0)
+    for c in range(r):  # the squares summed as _sum_squares does, column by column
+        row = BX[c]
+        for j in range(d):
+            score[j] += row[j] * row[j]
     for j in range(d):
-        for c in range(r):
-            u[c] = BX[c, j]
-        _forward(LA, u, r)
-        colnorm[j] = np.sqrt(max(colnorm[j] - _sum_squares(u, r), 1e-300))
+        colnorm[j] = np.sqrt(max(colnorm[j] - score[j], 1e-300))
     _project_out(Bt, LA, yi, w.Py, u)
     _correlate(Xi, w.Py, g)
     for j in range(d):
