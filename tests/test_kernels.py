@@ -223,6 +223,54 @@ def test_nearly_collinear_columns_get_the_same_fit_in_both_backends(gap, instanc
     expected[0] = False
     np.testing.assert_array_equal(regular_pivots(G, SINGULAR_PIVOT), expected)
 
+
+def test_refit_grown_by_one_column_is_bit_for_bit_the_refit_from_scratch():
+    # The greedy start's refits: _refit_grown extends the last refit's normal equations
+    # and Cholesky factor by one column; coefficients, residual and whether G had a
+    # factor must be those of _refit from scratch, bit for bit, also once a column
+    # makes G singular (the pseudo-inverse from then on) and after a vanishing column.
+    from numba import njit
+
+    from lowrank_sparse import _kernels as K
+
+    @njit
+    def refits(Xi, yi, Ut, S, grown):
+        n, d, r, k = Xi.shape[0], Xi.shape[1], Ut.shape[0], S.shape[0]
+        w = K._work(n, d, r, k, 1)
+        w.L[:, :] = 0.5  # stale numbers, as a previous user leaves them
+        K._lowrank_features(Xi, Ut, w)
+        K._prepare(w, yi)
+        for c in range(k):
+            w.S[c] = S[c]
+        out = np.full((k, r + k + n + 2), np.nan)
+        for m in range(1, k + 1):
+            if grown and m > 1:
+                res_sq = K._refit_grown(Xi, yi, w, m)
+            else:
+                res_sq = K._refit(Xi, yi, w, m)
+            out[m - 1, :r + m] = w.coef[:r + m]
+            out[m - 1, r + k:r + k + n] = w.res
+            out[m - 1, -2], out[m - 1, -1] = res_sq, w.factored
+        return out
+
+    rng = np.random.default_rng(8)
+    n, d, r, k = 16, 12, 3, 6
+    U = np.linalg.qr(rng.standard_normal((d, r)))[0]
+    S = np.array([4, 0, 9, 2, 7, 11])
+    cases = {"regular": rng.standard_normal((n, d))}
+    cases["duplicated"] = cases["regular"].copy()
+    cases["duplicated"][:, 9] = cases["regular"][:, 4]  # G singular from the third column
+    cases["vanishing"] = cases["regular"].copy()
+    cases["vanishing"][:, 2] = 0.0  # singular from the fourth
+    for name, Xi in cases.items():
+        yi = Xi @ (U @ rng.standard_normal(r)) + rng.standard_normal(n)
+        scratch = refits(Xi, yi, U.T.copy(), S, False)
+        grown = refits(Xi, yi, U.T.copy(), S, True)
+        np.testing.assert_array_equal(grown, scratch, err_msg=name)
+        factored = scratch[:, -1].astype(bool)
+        assert factored.all() if name == "regular" else factored[:2].all() and not factored[3:].any()
+        assert np.all(scratch[:, -2] <= np.sum(yi ** 2))  # least squares: no worse than 0
+
 def test_fixed_point_test_agrees_with_the_top_k():
     # HTP's fixed-point test _is_top_k(score, S) must say whether S is the k largest
     # scores, first index on ties (a stable argsort), on scores full of ties and

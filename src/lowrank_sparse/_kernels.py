@@ -107,6 +107,7 @@ Work = _WorkType([
     ("G", _MATRIX),          # (m, m) their Gram matrix
     ("h", _VECTOR),          # (m,) M^T y_i
     ("L", _MATRIX),          # (m, m) Cholesky factor of G
+    ("factored", types.boolean),  # whether L is G's factor (the last refit's test)
     ("coef", _VECTOR),       # (m,) refit coefficients [w, b_S]
     ("res", _VECTOR),        # (n,) refit residual
     ("S", _INDICES),         # (k,) current support, sorted
@@ -161,7 +162,7 @@ def _work(n, d, r, k, n_starts):
     w.best_coef = np.empty(m)
     w.best_res = np.empty(n)
     w.best_grad = np.empty(d)
-    w.full_rank = False
+    w.full_rank = w.factored = False
     w.ahead = w.ahead_sent = w.ahead_lines = 0
     return w
 
@@ -254,6 +255,26 @@ def _cholesky(G, L, m, rel_tol, shift):
 
 
 @_jit()
+def _cholesky_row(G, L, m, rel_tol):
+    """Extends L, the factor of G's leading (m - 1) x (m - 1) block, by its row m - 1:
+    the numbers :func:`_cholesky` (shift 0) computes for that row, in its order. Returns
+    False at a last pivot not above rel_tol times its diagonal entry."""
+    a = m - 1
+    for c in range(a):
+        s = G[a, c]
+        for p in range(c):
+            s -= L[a, p] * L[c, p]
+        L[a, c] = s / L[c, c]
+    s = G[a, a]
+    for p in range(a):
+        s -= L[a, p] * L[a, p]
+    if not s > rel_tol * G[a, a]:
+        return False
+    L[a, a] = np.sqrt(s)
+    return True
+
+
+@_jit()
 def _forward(L, x, m):
     """x[:m] <- L^{-1} x[:m] (L lower triangular)."""
     for a in range(m):
@@ -278,8 +299,18 @@ def _solve_spd(G, h, x, L, m):
     """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by Cholesky;
     the pseudo-inverse solution (:func:`_solve_pinv`) if G is numerically singular (a
     pivot below 1e-12 of its diagonal entry: regressors collinear to within ~1e-6;
-    `_linalg.SINGULAR_PIVOT`, the rule of the numpy backend too)."""
-    if not _cholesky(G, L, m, 1e-12, 0.0):
+    `_linalg.SINGULAR_PIVOT`, the rule of the numpy backend too). Returns whether L is
+    G's factor."""
+    factored = _cholesky(G, L, m, 1e-12, 0.0)
+    _solve_factored(G, h, x, L, m, factored)
+    return factored
+
+
+@_jit(inline="always")
+def _solve_factored(G, h, x, L, m, factored):
+    """x[:m] = G^{-1} h by L, G's Cholesky factor if ``factored``, else by
+    :func:`_solve_pinv`."""
+    if not factored:
         _solve_pinv(G, h, x, m)
         return
     _copy_head(h, x, m)
@@ -656,46 +687,72 @@ def _surely_fixed_point(g, coef, S, k, r, cap, g_max, floor):
                                > cap * g_max * (1.0 + 1e-9))
 
 
+@_jit(inline="always")
+def _gram_row(Xi, yi, w, p):
+    """Row p >= r of the refit's normal equations: column S[p - r] of X_i into Mt[p], its
+    products with Mt's rows up to p into G (both triangles) and with y_i into h[p]."""
+    Mt, G, h = w.Mt, w.G, w.h
+    n = Xi.shape[0]
+    j = w.S[p - w.At.shape[0]]
+    for a in range(n):
+        Mt[p, a] = Xi[a, j]
+    q = 0
+    while q + 4 <= p + 1:  # four entries at a time
+        s0 = s1 = s2 = s3 = 0.0
+        for a in range(n):
+            x = Mt[p, a]
+            s0 += x * Mt[q, a]
+            s1 += x * Mt[q + 1, a]
+            s2 += x * Mt[q + 2, a]
+            s3 += x * Mt[q + 3, a]
+        G[p, q], G[p, q + 1], G[p, q + 2], G[p, q + 3] = s0, s1, s2, s3
+        q += 4
+    for q in range(q, p + 1):
+        G[p, q] = _dot_rows(Mt, p, Mt, q)
+    for q in range(p):
+        G[q, p] = G[p, q]
+    s = 0.0
+    for a in range(n):
+        s += Mt[p, a] * yi[a]
+    h[p] = s
+
+
+@_jit(inline="always")
+def _residual(yi, w, m):
+    """w.res = y_i - M coef; returns its squared norm."""
+    Mt, coef, res = w.Mt, w.coef, w.res
+    _copy(yi, res)
+    for c in range(m):
+        cc = coef[c]
+        for a in range(Mt.shape[1]):
+            res[a] -= cc * Mt[c, a]
+    return _dot(res, res)
+
+
 @_jit()
 def _refit(Xi, yi, w, m_cols):
     """Least squares of y_i on [A_i, X_i[:, S[:m_cols]]] (A^T A, A^T y from
     :func:`_prepare`): coefficients w.coef (r + m_cols), residual vector w.res (n);
     returns the squared residual."""
-    Mt, G, h, S, coef, res = w.Mt, w.G, w.h, w.S, w.coef, w.res
-    n = Xi.shape[0]
     r = w.At.shape[0]
     m = r + m_cols
-    for c in range(m_cols):
-        j = S[c]
-        for a in range(n):
-            Mt[r + c, a] = Xi[a, j]
-    for p in range(r, m):  # new rows of the Gram matrix, four entries at a time
-        q = 0
-        while q + 4 <= p + 1:
-            s0 = s1 = s2 = s3 = 0.0
-            for a in range(n):
-                x = Mt[p, a]
-                s0 += x * Mt[q, a]
-                s1 += x * Mt[q + 1, a]
-                s2 += x * Mt[q + 2, a]
-                s3 += x * Mt[q + 3, a]
-            G[p, q], G[p, q + 1], G[p, q + 2], G[p, q + 3] = s0, s1, s2, s3
-            q += 4
-        for q in range(q, p + 1):
-            G[p, q] = _dot_rows(Mt, p, Mt, q)
-        for q in range(p):
-            G[q, p] = G[p, q]
-        s = 0.0
-        for a in range(n):
-            s += Mt[p, a] * yi[a]
-        h[p] = s
-    _solve_spd(G, h, coef, w.L, m)
-    _copy(yi, res)
-    for c in range(m):
-        cc = coef[c]
-        for a in range(n):
-            res[a] -= cc * Mt[c, a]
-    return _dot(res, res)
+    for p in range(r, m):
+        _gram_row(Xi, yi, w, p)
+    w.factored = _solve_spd(w.G, w.h, w.coef, w.L, m)
+    return _residual(yi, w, m)
+
+
+@_jit()
+def _refit_grown(Xi, yi, w, m_cols):
+    """As :func:`_refit`, right after a refit on S[:m_cols - 1] (so Mt, G, h and L hold
+    its rows): only the new column's row of the normal equations and of the Cholesky
+    factor are computed, the same numbers a refit from scratch computes (a greedy
+    step)."""
+    m = w.At.shape[0] + m_cols
+    _gram_row(Xi, yi, w, m - 1)
+    w.factored = w.factored and _cholesky_row(w.G, w.L, m, 1e-12)
+    _solve_factored(w.G, w.h, w.coef, w.L, m, w.factored)
+    return _residual(yi, w, m)
 
 
 @_jit(inline="always")
@@ -776,7 +833,10 @@ def _greedy(Xi, yi, w, k, first):
     d = Xi.shape[1]
     S[0] = first
     for m in range(1, k + 1):
-        _refit(Xi, yi, w, m)
+        if m == 1:
+            _refit(Xi, yi, w, m)
+        else:
+            _refit_grown(Xi, yi, w, m)
         if m == k:
             break
         _correlate(Xi, res, g)
