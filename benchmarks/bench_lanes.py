@@ -194,7 +194,8 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             continue
         K._copy(warm[i], S)
         K._sort_small(S, k)
-        best = _refit_right(Xi, yi, w, k, dinv) if variant & 2 else K._refit(Xi, yi, w, k)
+        best = (_refit_right(Xi, yi, w, k, dinv) if variant & 2
+                else K._refit(Xi, yi, w, k, False))
         K._keep_as_best(w)
         if variant & 16:
             _prefetch_part(following, size, 1, 4)
@@ -254,7 +255,7 @@ def _warm_path(X, y, Ut, users, warm, k, max_iter, stop, iterations, residual, v
             else:
                 K._top_k(score, k, S, top_score)
             res_sq = (_refit_right(Xi, yi, w, k, dinv) if variant & 2
-                      else K._refit(Xi, yi, w, k))
+                      else K._refit(Xi, yi, w, k, False))
             current_is_best = res_sq < best
             if current_is_best:
                 best = res_sq
@@ -442,7 +443,7 @@ def _collect_scores(X, y, Ut, users, warm, k, scores):
         K._prepare(w, y[i])
         K._copy(warm[i], w.S)
         K._sort_small(w.S, k)
-        K._refit(X[i], y[i], w, k)
+        K._refit(X[i], y[i], w, k, False)
         K._correlate(X[i], w.res, w.grad)
         for j in range(d):
             scores[u, j] = abs(w.grad[j])
@@ -556,7 +557,7 @@ def _collect_refits(X, y, Ut, users, warm, k, G_out, h_out, M_out):
         K._prepare(w, y[i])
         K._copy(warm[i], w.S)
         K._sort_small(w.S, k)
-        K._refit(X[i], y[i], w, k)
+        K._refit(X[i], y[i], w, k, False)
         for p in range(m):
             h_out[u, p] = w.h[p]
             for q in range(m):
@@ -567,7 +568,7 @@ def _collect_refits(X, y, Ut, users, warm, k, G_out, h_out, M_out):
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _solve_each(G, h, x, repeats, right):
-    """The kernel's solve (_solve_spd), or the right-looking one, user after user."""
+    """The kernel's solve (_cholesky, _solve_factored), or the right-looking one, user after user."""
     t, m = h.shape
     L = np.zeros((m, m))
     dinv = np.empty(m)
@@ -577,7 +578,7 @@ def _solve_each(G, h, x, repeats, right):
             if right:
                 _solve_spd_right(G[u], h[u], xu, L, dinv, m)
             else:
-                K._solve_spd(G[u], h[u], xu, L, m)
+                K._solve_factored(G[u], h[u], xu, L, m, K._cholesky(G[u], L, m, 1e-12))
             for p in range(m):
                 x[u, p] = xu[p]
     return x[0, 0]

@@ -164,8 +164,13 @@ def test_singular_refit_gets_the_minimum_norm_solution():
     # The kernels' fallback for a singular refit (collinear regressors): numpy's
     # hermitian pinv, with Jacobi eigenpairs (no LAPACK), on PSD matrices of every rank
     # (non-zero eigenvalues in [0.5, 2]); zero for non-finite input.
-    from lowrank_sparse._kernels import _solve_spd
+    from numba import njit
 
+    from lowrank_sparse._kernels import _cholesky, _solve_factored
+
+    # as _refit solves: its Cholesky test, then the factor or the pseudo-inverse
+    solve = njit(lambda G, h, x, L, m: _solve_factored(G, h, x, L, m,
+                                                       _cholesky(G, L, m, 1e-12)))
     rng = np.random.default_rng(4)
     for m in (1, 2, 5, 10):
         for rank in range(m + 1):
@@ -175,12 +180,12 @@ def test_singular_refit_gets_the_minimum_norm_solution():
             padded_G, padded_h = np.zeros((m + 1, m + 1)), np.zeros(m + 1)
             padded_G[:m, :m], padded_h[:m] = G, h
             x = np.full(m + 1, np.nan)
-            _solve_spd(padded_G, padded_h, x, np.zeros((m + 1, m + 1)), m)
+            solve(padded_G, padded_h, x, np.zeros((m + 1, m + 1)), m)
             np.testing.assert_allclose(x[:m], np.linalg.pinv(G, hermitian=True) @ h,
                                        rtol=1e-12, atol=1e-12)
     for bad in (np.inf, np.nan):
         x = np.ones(2)
-        _solve_spd(np.array([[1.0, 1.0], [1.0, bad]]), np.ones(2), x, np.zeros((2, 2)), 2)
+        solve(np.array([[1.0, 1.0], [1.0, bad]]), np.ones(2), x, np.zeros((2, 2)), 2)
         np.testing.assert_array_equal(x, 0.0)
 
 
@@ -210,7 +215,7 @@ def test_nearly_collinear_columns_get_the_same_fit_in_both_backends(gap, instanc
 
     # the pivot test itself, against the kernel's, on Gram matrices of [A_i, x_4, x_5 + s]
     # with s straddling the threshold
-    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12, 0.0))
+    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12))
     M = np.concatenate([X[:40] @ U, X[:40, :, 4:6]], axis=2)
     M[:, :, -1] = M[:, :, -2] + (np.geomspace(1e-7, 1e-5, 40)[:, None]
                                  * rng.standard_normal((40, M.shape[1])))
@@ -225,8 +230,8 @@ def test_nearly_collinear_columns_get_the_same_fit_in_both_backends(gap, instanc
 
 
 def test_refit_grown_by_one_column_is_bit_for_bit_the_refit_from_scratch():
-    # The greedy start's refits: _refit_grown extends the last refit's normal equations
-    # and Cholesky factor by one column; coefficients, residual and whether G had a
+    # The greedy start's refits: _refit(..., grown=True) extends the last refit's
+    # normal equations and Cholesky factor by one column; coefficients, residual and whether G had a
     # factor must be those of _refit from scratch, bit for bit, also once a column
     # makes G singular (the pseudo-inverse from then on) and after a vanishing column.
     from numba import njit
@@ -244,10 +249,7 @@ def test_refit_grown_by_one_column_is_bit_for_bit_the_refit_from_scratch():
             w.S[c] = S[c]
         out = np.full((k, r + k + n + 2), np.nan)
         for m in range(1, k + 1):
-            if grown and m > 1:
-                res_sq = K._refit_grown(Xi, yi, w, m)
-            else:
-                res_sq = K._refit(Xi, yi, w, m)
+            res_sq = K._refit(Xi, yi, w, m, grown and m > 1)
             out[m - 1, :r + m] = w.coef[:r + m]
             out[m - 1, r + k:r + k + n] = w.res
             out[m - 1, -2], out[m - 1, -1] = res_sq, w.factored
@@ -389,7 +391,7 @@ def test_step_cap_only_where_its_numbers_have_full_precision_and_A_full_rank():
             np.testing.assert_allclose(reference[0], cap, rtol=1e-15)
     assert reference_cap(g[None], 2, np.array([2.0]), np.array([False]))[0] == np.inf
 
-    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12, 0.0))
+    cholesky = njit(lambda G, L, m: _cholesky(G, L, m, 1e-12))
     rng = np.random.default_rng(3)
     A = rng.standard_normal((3, 12, 3))
     A[1, :, 2] = A[1, :, 0]  # a duplicated column

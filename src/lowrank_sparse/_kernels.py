@@ -60,7 +60,7 @@ _FAST = {"reassoc", "contract"}
 # no measurable speed. numba's wrappers that make a compiled function callable from
 # Python and as a C callback are compiled code too (~8% of what numba generated for the
 # helpers): only the kernels (entry=True) get them, and the inlined helpers, which are
-# compiled on their own only when called from Python (_n_tasks; _solve_spd in a test).
+# compiled on their own only when called from Python (_n_tasks; _solve_factored in a test).
 # error_model="numpy": no zero-divisor check (and ZeroDivisionError) at each division:
 # the kernels check or clamp divisors before, or (_step_cap) take the inf or NaN of a
 # division by zero as the answer; ~1.5 s less of the cold compile.
@@ -235,15 +235,17 @@ def _correlate(Xi, v, g):
 
 
 @_jit()
-def _cholesky(G, L, m, rel_tol, shift):
-    """L = the lower Cholesky factor of the leading m x m block of G + shift I (G
-    symmetric). Returns False (L unfinished) at a pivot not above rel_tol times its
-    diagonal entry: G + shift I is numerically singular (or not finite)."""
+def _cholesky(G, L, m, rel_tol):
+    """L = the lower Cholesky factor of the leading m x m block of the symmetric G.
+    Returns False (L unfinished) at a pivot not above rel_tol times its diagonal entry:
+    G is numerically singular (or not finite). Column by column: the entries of a
+    column are independent of each other (row by row, :func:`_cholesky_row`, each row
+    is a chain of dependent divisions: a refit ~10% slower)."""
     for c in range(m):
-        s = G[c, c] + shift
+        s = G[c, c]
         for p in range(c):
             s -= L[c, p] * L[c, p]
-        if not s > rel_tol * (G[c, c] + shift):
+        if not s > rel_tol * G[c, c]:
             return False
         L[c, c] = np.sqrt(s)
         for a in range(c + 1, m):
@@ -255,11 +257,11 @@ def _cholesky(G, L, m, rel_tol, shift):
 
 
 @_jit()
-def _cholesky_row(G, L, m, rel_tol):
-    """Extends L, the factor of G's leading (m - 1) x (m - 1) block, by its row m - 1:
-    the numbers :func:`_cholesky` (shift 0) computes for that row, in its order. Returns
-    False at a last pivot not above rel_tol times its diagonal entry."""
-    a = m - 1
+def _cholesky_row(G, L, a, rel_tol):
+    """Row a of G's Cholesky factor L, given its rows above: the numbers of
+    :func:`_cholesky`, in its order (a refit grown by a column extends the last refit's
+    factor by this row alone). Returns False at a pivot not above rel_tol times its
+    diagonal entry."""
     for c in range(a):
         s = G[a, c]
         for p in range(c):
@@ -295,21 +297,12 @@ def _backward(L, x, m):
 
 
 @_jit(inline="always")
-def _solve_spd(G, h, x, L, m):
-    """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by Cholesky;
-    the pseudo-inverse solution (:func:`_solve_pinv`) if G is numerically singular (a
-    pivot below 1e-12 of its diagonal entry: regressors collinear to within ~1e-6;
-    `_linalg.SINGULAR_PIVOT`, the rule of the numpy backend too). Returns whether L is
-    G's factor."""
-    factored = _cholesky(G, L, m, 1e-12, 0.0)
-    _solve_factored(G, h, x, L, m, factored)
-    return factored
-
-
-@_jit(inline="always")
 def _solve_factored(G, h, x, L, m, factored):
-    """x[:m] = G^{-1} h by L, G's Cholesky factor if ``factored``, else by
-    :func:`_solve_pinv`."""
+    """x[:m] = G^{-1} h for the leading m x m block of the symmetric PSD G, by L, its
+    Cholesky factor, if ``factored``; else (G numerically singular: a pivot below 1e-12
+    of its diagonal entry, regressors collinear to within ~1e-6;
+    `_linalg.SINGULAR_PIVOT`, the rule of the numpy backend too) the pseudo-inverse
+    solution (:func:`_solve_pinv`)."""
     if not factored:
         _solve_pinv(G, h, x, m)
         return
@@ -524,7 +517,7 @@ def _range_basis(w):
     rounding errors outside range(A_i) (w.full_rank: whether B = A_i). Returns B^T."""
     At, LA, Qt = w.At, w.LA, w.Qt
     r, n = At.shape
-    w.full_rank = _cholesky(w.G, LA, r, 1e-12, 0.0)
+    w.full_rank = _cholesky(w.G, LA, r, 1e-12)
     if w.full_rank:
         return At
     for c in range(r):
@@ -730,27 +723,20 @@ def _residual(yi, w, m):
 
 
 @_jit()
-def _refit(Xi, yi, w, m_cols):
+def _refit(Xi, yi, w, m_cols, grown):
     """Least squares of y_i on [A_i, X_i[:, S[:m_cols]]] (A^T A, A^T y from
     :func:`_prepare`): coefficients w.coef (r + m_cols), residual vector w.res (n);
-    returns the squared residual."""
+    returns the squared residual. ``grown``: right after a refit on S[:m_cols - 1] (a
+    greedy step), whose rows of the normal equations and of their Cholesky factor are
+    kept and only the new column's are computed: the same numbers as from scratch."""
     r = w.At.shape[0]
     m = r + m_cols
-    for p in range(r, m):
+    for p in range(m - 1 if grown else r, m):
         _gram_row(Xi, yi, w, p)
-    w.factored = _solve_spd(w.G, w.h, w.coef, w.L, m)
-    return _residual(yi, w, m)
-
-
-@_jit()
-def _refit_grown(Xi, yi, w, m_cols):
-    """As :func:`_refit`, right after a refit on S[:m_cols - 1] (so Mt, G, h and L hold
-    its rows): only the new column's row of the normal equations and of the Cholesky
-    factor are computed, the same numbers a refit from scratch computes (a greedy
-    step)."""
-    m = w.At.shape[0] + m_cols
-    _gram_row(Xi, yi, w, m - 1)
-    w.factored = w.factored and _cholesky_row(w.G, w.L, m, 1e-12)
+    if grown:
+        w.factored = w.factored and _cholesky_row(w.G, w.L, m - 1, 1e-12)
+    else:
+        w.factored = _cholesky(w.G, w.L, m, 1e-12)
     _solve_factored(w.G, w.h, w.coef, w.L, m, w.factored)
     return _residual(yi, w, m)
 
@@ -776,7 +762,7 @@ def _htp(Xi, yi, Bt, w, settings):
     n, d = Xi.shape
     r = Bt.shape[0]
     k, floor = settings.sparsity, settings.cap_floor
-    best = res_sq = _refit(Xi, yi, w, k)
+    best = res_sq = _refit(Xi, yi, w, k, False)
     _keep_as_best(w)
     _prefetch_ahead(w)
     current_is_best = True
@@ -818,7 +804,7 @@ def _htp(Xi, yi, Bt, w, settings):
                 _copy(g, w.best_grad)
             return best, current_is_best
         _top_k(score, k, S, top_score)
-        res_sq = _refit(Xi, yi, w, k)
+        res_sq = _refit(Xi, yi, w, k, False)
         current_is_best = res_sq < best
         if current_is_best:
             best = res_sq
@@ -833,10 +819,7 @@ def _greedy(Xi, yi, w, k, first):
     d = Xi.shape[1]
     S[0] = first
     for m in range(1, k + 1):
-        if m == 1:
-            _refit(Xi, yi, w, m)
-        else:
-            _refit_grown(Xi, yi, w, m)
+        _refit(Xi, yi, w, m, m > 1)
         if m == k:
             break
         _correlate(Xi, res, g)
@@ -947,7 +930,7 @@ def _fit_tasks(X, y, Ut, users, warm, settings, out, first, stride):
             _prefetch_ahead(w)
             have_grad = False  # out.corr_residual[i] holds X_i^T e_i
             if k == 0:
-                out.residual[i] = _refit(Xi, yi, w, k)
+                out.residual[i] = _refit(Xi, yi, w, k, False)
                 _copy(w.coef, out.coef[i])
                 _copy(w.res, out.vectors[i])
             else:

@@ -53,7 +53,7 @@ def users_per_block(floats_per_user: int, chunk_size: int | None = None) -> int:
 
 #: A Cholesky pivot at or below this fraction of its diagonal entry marks a Gram matrix as
 #: numerically singular (its regressors collinear to within ~1e-6): the compiled kernels'
-#: rule (``_kernels._solve_spd`` and ``_range_basis``, where it is a literal: numba's cache
+#: rule (``_kernels._refit`` and ``_range_basis``, where it is a literal: numba's cache
 #: would not notice a change made here), which the numpy backend's local step follows.
 SINGULAR_PIVOT = 1e-12
 
