@@ -568,7 +568,8 @@ def _collect_refits(X, y, Ut, users, warm, k, G_out, h_out, M_out):
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _solve_each(G, h, x, repeats, right):
-    """The kernel's solve (_cholesky, _solve_factored), or the right-looking one, user after user."""
+    """The kernel's solve (_cholesky, _solve_factored), or the right-looking one, user
+    after user."""
     t, m = h.shape
     L = np.zeros((m, m))
     dinv = np.empty(m)

@@ -60,7 +60,7 @@ _FAST = {"reassoc", "contract"}
 # no measurable speed. numba's wrappers that make a compiled function callable from
 # Python and as a C callback are compiled code too (~8% of what numba generated for the
 # helpers): only the kernels (entry=True) get them, and the inlined helpers, which are
-# compiled on their own only when called from Python (_n_tasks; _solve_factored in a test).
+# compiled on their own only when called from Python (_n_tasks).
 # error_model="numpy": no zero-divisor check (and ZeroDivisionError) at each division:
 # the kernels check or clamp divisors before, or (_step_cap) take the inf or NaN of a
 # division by zero as the answer; ~1.5 s less of the cold compile.
@@ -119,7 +119,7 @@ Work = _WorkType([
     ("direction", _VECTOR),  # (n,) X_T g_T, the line-search direction in sample space
     ("Py", _VECTOR),         # (n,) P y_i, the response off range(A_i)
     ("colnorm", _VECTOR),    # (d,) ||P x_j||, projected column norms
-    ("BX", _MATRIX),         # (r, d) B^T X_i, for them
+    ("BX", _MATRIX),         # (r, d) B^T X_i, then LA^{-1} B^T X_i, for them
     ("seeds", _INDICES),     # (n_starts,) first columns of the greedy starts
     ("best_S", _INDICES),    # (k,) the lowest-residual point of an HTP run: support,
     ("best_coef", _VECTOR),  # (m,) coefficients,
@@ -313,10 +313,10 @@ def _solve_factored(G, h, x, L, m, factored):
 
 @_jit()
 def _solve_pinv(G, h, x, m):
-    """The minimum-norm least-squares x[:m] for a singular G, as numpy's hermitian pinv:
-    x = sum over the eigenpairs (lambda, v) of G with |lambda| > 1e-15 max|lambda| of
-    v (v . h) / lambda, the eigenpairs by cyclic Jacobi rotations (plain loops: the
-    kernels link no LAPACK). x = 0 if G or h is not finite: an overflowing user then
+    """The minimum-norm least-squares x[:m] for a singular G, as numpy's hermitian pinv at
+    rcond 1e-12 (`_linalg.SINGULAR_PIVOT`): x = sum over the eigenpairs (lambda, v) of G
+    with |lambda| > 1e-12 max|lambda| of v (v . h) / lambda, the eigenpairs by cyclic
+    Jacobi rotations (plain loops: the kernels link no LAPACK). x = 0 if G or h is not finite: an overflowing user then
     gets no fit instead of stopping everyone's."""
     _fill(x[:m], 0.0)
     for a in range(m):
@@ -365,7 +365,7 @@ def _solve_pinv(G, h, x, m):
     cutoff = 0.0
     for c in range(m):
         cutoff = max(cutoff, abs(A[c, c]))
-    cutoff *= 1e-15
+    cutoff *= 1e-12  # the singular rule's threshold: a G singular by it loses an eigenvalue
     for c in range(m):
         if abs(A[c, c]) > cutoff:
             s = 0.0

@@ -61,13 +61,9 @@ SINGULAR_PIVOT = 1e-12
 def regular_pivots(G: np.ndarray, rel_pivot: float = SINGULAR_PIVOT) -> np.ndarray:
     """(t,) whether every Cholesky pivot of the symmetric G_i (t, m, m) is above
     ``rel_pivot`` times its diagonal entry (False for a non-finite G_i), the test of the
-    kernels' ``_cholesky``, vectorized over users."""
-    try:  # LAPACK's batched Cholesky if every G_i is positive definite: pivot c = L_cc^2
-        L = np.linalg.cholesky(G)
-        return np.all(np.diagonal(L, axis1=1, axis2=2) ** 2
-                      > rel_pivot * np.diagonal(G, axis1=1, axis2=2), axis=1)
-    except np.linalg.LinAlgError:  # some G_i is not: the kernels' loop, for every user
-        pass
+    kernels' ``_cholesky``, vectorized over users. Always this loop, not LAPACK's
+    Cholesky where it succeeds: the two round differently near the threshold, and a
+    user's verdict must not depend on the users it shares a batch with."""
     t, m, _ = G.shape
     L = np.zeros_like(G, dtype=np.float64)
     regular = np.ones(t, dtype=bool)
@@ -91,25 +87,28 @@ def batched_solve(G: np.ndarray, h: np.ndarray, rel_pivot: float | None = None) 
     ``rel_pivot``, a Cholesky pivot at or below rel_pivot times its diagonal entry
     (:func:`regular_pivots`; the compiled kernels' rule at :data:`SINGULAR_PIVOT`);
     without, a matrix LAPACK's LU cannot factor, then an eigenvalue ratio below 1e-14.
-    A non-finite G_i or h_i gets the plain solve (NaN in, NaN out).
+    The pseudo-inverse drops eigenvalues below rel_pivot (or numpy's 1e-15) times the
+    largest: a G_i singular by the pivot rule loses at least one (the smallest eigenvalue
+    is at most the smallest pivot). A non-finite G_i or h_i gets the plain solve.
     """
     if rel_pivot is not None:
         singular = np.isfinite(G).all(axis=(1, 2)) & ~regular_pivots(G, rel_pivot)
         if singular.any():
-            return _solve_split(G, h, singular)
+            return _solve_split(G, h, singular, rel_pivot)
     try:
         return np.linalg.solve(G, h[..., None])[..., 0]
     except np.linalg.LinAlgError:
         pass
     eigenvalues = np.linalg.eigvalsh(G)  # (t, m), ascending
-    return _solve_split(G, h, ~(eigenvalues[:, 0] > 1e-14 * eigenvalues[:, -1]))
+    return _solve_split(G, h, ~(eigenvalues[:, 0] > 1e-14 * eigenvalues[:, -1]), 1e-15)
 
 
-def _solve_split(G, h, singular):
-    """The pseudo-inverse solution for the users ``singular``, the exact solve for the
-    others."""
+def _solve_split(G, h, singular, rcond):
+    """The pseudo-inverse solution (eigenvalues below rcond times the largest dropped)
+    for the users ``singular``, the exact solve for the others."""
     x = np.empty_like(h)
-    x[singular] = (np.linalg.pinv(G[singular], hermitian=True) @ h[singular, :, None])[..., 0]
+    x[singular] = (np.linalg.pinv(G[singular], rcond=rcond, hermitian=True)
+                   @ h[singular, :, None])[..., 0]
     try:  # each regular user's solve is its own LAPACK call: the same bits as alone
         x[~singular] = np.linalg.solve(G[~singular], h[~singular, :, None])[..., 0]
     except np.linalg.LinAlgError:  # an exact zero pivot the test missed
@@ -117,7 +116,7 @@ def _solve_split(G, h, singular):
             try:
                 x[i] = np.linalg.solve(G[i], h[i])
             except np.linalg.LinAlgError:
-                x[i] = np.linalg.pinv(G[i], hermitian=True) @ h[i]
+                x[i] = np.linalg.pinv(G[i], rcond=rcond, hermitian=True) @ h[i]
     return x
 
 
