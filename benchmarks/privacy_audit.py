@@ -44,8 +44,10 @@ class UnclippedMechanism(privacy.GaussianSumMechanism):
     """A deliberately broken mechanism: noise scaled to the clip, contributions not
     clipped (so one user's influence is unbounded)."""
 
-    def release(self, name, iteration, blocks, clip):
-        presum = sum(np.asarray(block, dtype=float).sum(axis=0) for block in blocks)
+    def release(self, name, iteration, contributions, clip):
+        if isinstance(contributions, np.ndarray):
+            contributions = privacy.Rows(contributions)
+        presum = contributions.weighted_sum(np.ones(contributions.n_users))
         self.releases.append(privacy.Release(name, iteration, float(clip),
                                              self.noise_multiplier))
         return presum + self.rng.normal(0.0, self.noise_multiplier * clip, presum.shape)
@@ -79,11 +81,11 @@ def audit_one_release(epsilon, trials, broken=False, seed=0):
     canary = (1000.0 if broken else 1.0) * clip * v  # at the clip, or far beyond it
     s = privacy.calibrate_noise_multiplier(epsilon, DELTA, 1)
     kind = UnclippedMechanism if broken else privacy.GaussianSumMechanism
-    base = privacy.clip_rows(rows, clip).sum(axis=0)
+    base = privacy.GaussianSumMechanism(0.0).release("sum", 0, rows, clip)  # noiseless
     stats = []
     for dataset in (rows, np.vstack([rows, canary])):
         mechanism = kind(s, np.random.default_rng([seed, 2, len(dataset)]))
-        stats.append(np.array([(mechanism.release("sum", 0, [dataset], clip) - base) @ v
+        stats.append(np.array([(mechanism.release("sum", 0, dataset, clip) - base) @ v
                                for _ in range(trials)]))
     return stats
 

@@ -129,7 +129,7 @@ def test_mechanism_noise_has_the_accounted_standard_deviation():
     # 20,000 noise draws; the sample std of a Gaussian has relative sd 1/sqrt(2 m) =
     # 0.005, so a 5 sigma band (0.025) fails by chance with probability < 1e-6.
     mechanism = privacy.GaussianSumMechanism(2.5, np.random.default_rng(123))
-    noisy = mechanism.release("test", 0, [np.zeros((10, 20_000))], 3.0)
+    noisy = mechanism.release("test", 0, np.zeros((10, 20_000)), 3.0)
     assert np.std(noisy) == pytest.approx(2.5 * 3.0, rel=0.025)
     assert abs(np.mean(noisy)) <= 5 * 2.5 * 3.0 / np.sqrt(noisy.size)
     assert mechanism.releases == [privacy.Release("test", 0, 3.0, 2.5)]
@@ -142,12 +142,113 @@ finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e150, max_
 @given(V=hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 5)), elements=finite),
        bound=st.floats(1e-3, 1e3))
 def test_clipping_bounds_every_contribution(V, bound):
-    clipped = privacy.clip_rows(V, bound)
-    assert np.all(np.isfinite(clipped))
+    weights = privacy.clip_weights(privacy.row_norms(V), bound)
+    clipped = V * weights[:, None]
+    assert np.all(np.isfinite(clipped)) and np.all((0 < weights) & (weights <= 1))
     assert np.all(np.linalg.norm(clipped, axis=1) <= bound)
-    # Rows already inside the bound are untouched.
-    inside = np.linalg.norm(V, axis=1) <= bound * (1 - 1e-9)
+    # Rows already inside the bound (and its margin) are untouched.
+    inside = np.linalg.norm(V, axis=1) <= bound * (1 - 2e-9)
     np.testing.assert_array_equal(clipped[inside], V[inside])
+
+
+def test_clip_weights_drop_what_cannot_be_scaled_onto_the_bound():
+    norms = np.array([0.0, 0.5, 1.0, 2.0, 1e308, np.inf, np.nan])  # 1e-308: subnormal
+    np.testing.assert_array_equal(
+        privacy.clip_weights(norms, 1.0),
+        [1.0, 1.0, 1 - privacy.CLIP_MARGIN, (1 - privacy.CLIP_MARGIN) / 2, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("exponent", [-560, -480, -1, 0, 1, 480, 500])
+def test_row_norms_are_exact_at_any_scale(exponent):
+    """Scaling by a power of two is exact, so the norms must scale exactly too, also
+    where the sum of squares over- or underflows (|entries| ~ 2^500 ~ 1e150 and beyond,
+    ~2^-480 ~ 1e-145 and below)."""
+    rng = np.random.default_rng(exponent % 7)
+    V = rng.standard_normal((5, 300)) * np.array([1, 1e-3, 1e3, 1, 1])[:, None]
+    V[4] = 0.0
+    scale = 2.0 ** exponent
+    np.testing.assert_allclose(privacy.row_norms(V * scale) / scale,
+                               np.linalg.norm(V, axis=1), rtol=1e-14, atol=0)
+    V[1, 3] = np.inf
+    V[2, 0] = np.nan
+    assert np.all(privacy.row_norms(V * scale)[1:3] == np.inf)
+
+
+def _contributions(kind, rng, extreme):
+    """Contributions of each kind the private fit releases, 7 users; ``extreme``: one
+    user at ~1e100 (its rows up to ~1e290) and one at ~1e-100."""
+    t, n, d, r = 7, 5, 9, 3
+    big = np.ones(t)
+    if extreme:
+        big[2], big[5] = 1e100, 1e-100
+    if kind == "moments":
+        X = rng.standard_normal((t, n, d)) * np.sqrt(big)[:, None, None]
+        y = rng.standard_normal((t, n)) * np.sqrt(big)[:, None]
+        return dp_amht._user_moments(X, y)
+    if kind == "moments n > d":
+        X = rng.standard_normal((t, 2 * d, d)) * np.sqrt(big)[:, None, None]
+        return dp_amht._user_moments(X, rng.standard_normal((t, 2 * d)), chunk_size=2)
+    if kind == "outer":
+        return privacy.OuterProducts(rng.standard_normal((t, d)) * big[:, None],
+                                     rng.standard_normal((t, r)))
+    return privacy.Rows(rng.standard_normal((t, d * r)) * big[:, None] ** 2.9)
+
+
+@pytest.mark.parametrize("extreme", [False, True])
+@pytest.mark.parametrize("kind", ["moments", "moments n > d", "outer", "rows"])
+def test_every_kind_of_contribution_has_its_rows_norms_and_sums(kind, extreme):
+    """What the mechanism's guarantee needs of a Contributions: its norms are the norms
+    of its rows, its weighted sum is the weighted sum of its rows (user i's row times
+    user i's weight), a user with weight 0 contributes nothing, and the clipped rows are
+    within the bound."""
+    rng = np.random.default_rng(hash(kind) % 1000)
+    contributions = _contributions(kind, rng, extreme)
+    rows = contributions.rows()
+    assert rows.shape[0] == contributions.n_users == 7 and np.all(np.isfinite(rows))
+    np.testing.assert_allclose(contributions.norms(), privacy.row_norms(rows), rtol=1e-12,
+                               atol=0)
+    weights = rng.uniform(0.1, 1.0, 7) / np.maximum(1.0, privacy.row_norms(rows))
+    weights[3] = 0.0
+    expected = weights @ rows
+    total = contributions.weighted_sum(weights)
+    np.testing.assert_allclose(total, expected, rtol=0,
+                               atol=1e-12 * np.abs(rows * weights[:, None]).max())
+    rows[3] = 0.0
+    without = np.delete(np.arange(7), 3)
+    np.testing.assert_allclose(total, weights[without] @ rows[without], rtol=0,
+                               atol=1e-12 * np.abs(rows * weights[:, None]).max())
+    bound = float(np.median(privacy.row_norms(rows)))
+    clipped = rows * privacy.clip_weights(contributions.norms(), bound)[:, None]
+    assert np.all(np.linalg.norm(clipped, axis=1) <= bound)
+    assert np.sum(np.linalg.norm(clipped, axis=1) >= bound * (1 - 2e-9)) >= 3
+
+
+@pytest.mark.parametrize("kind", ["moments", "outer", "rows"])
+def test_a_contribution_that_overflows_is_dropped(kind):
+    """A user whose contribution overflows float64 (here: inf, or a moment matrix of
+    |y x| ~ 1e200) gets weight 0 and adds exactly nothing; the sum stays finite."""
+    rng = np.random.default_rng(1)
+    contributions = _contributions(kind, rng, extreme=False)
+    if kind == "moments":
+        X, y = contributions.X.copy(), contributions.y.copy()
+        X[4] *= 1e200
+        y[4] *= 1e10
+        overflowed = dp_amht._user_moments(X, y)
+    elif kind == "outer":
+        left = contributions.left.copy()
+        left[4, 1] = np.inf
+        overflowed = privacy.OuterProducts(left, contributions.right)
+    else:
+        V = contributions.V.copy()
+        V[4, 0] = -np.inf
+        overflowed = privacy.Rows(V)
+    weights = privacy.clip_weights(overflowed.norms(), 1.0)
+    assert weights[4] == 0 and np.all(weights[np.arange(7) != 4] > 0)
+    with np.errstate(all="raise"):  # no 0 * inf
+        total = overflowed.weighted_sum(weights)
+    rows = contributions.rows()
+    rows[4] = 0.0
+    np.testing.assert_allclose(total, weights @ rows, rtol=1e-12, atol=1e-15)
 
 
 @settings(max_examples=30, deadline=None)
@@ -158,7 +259,7 @@ def test_the_released_sum_moves_by_at_most_the_clip_when_a_row_is_added(V, bound
     sums = []
     for rows in (V, V[:-1]):
         mechanism = privacy.GaussianSumMechanism(0.0, record=True)
-        mechanism.release("x", 0, [rows] if len(rows) else [np.zeros((0, V.shape[1]))], bound)
+        mechanism.release("x", 0, rows, bound)
         sums.append(mechanism.transcript[0]["presum"])
     assert np.linalg.norm(sums[0] - sums[1]) <= bound * (1 + 1e-9)
 
@@ -215,7 +316,7 @@ def test_audit_of_an_extreme_user():
                                       delta=1e-5, rng=1)
     _assert_within_clip(audit)
     # The extreme user's clipped contribution is at its bound in the initialization.
-    assert audit["ratio"].iloc[0] == pytest.approx(1.0, abs=1e-9)
+    assert audit["ratio"].iloc[0] == pytest.approx(1 - privacy.CLIP_MARGIN, abs=1e-11)
 
 
 def test_audit_of_a_duplicated_user():
@@ -324,7 +425,7 @@ def test_the_noise_stream_is_a_function_of_the_seed_only(monkeypatch):
 
 def test_every_release_draws_fresh_noise():
     mechanism = privacy.GaussianSumMechanism(2.0, np.random.default_rng(3))
-    zeros = [np.zeros((4, 20_000))]
+    zeros = np.zeros((4, 20_000))
     a, b = mechanism.release("a", 1, zeros, 1.0), mechanism.release("a", 2, zeros, 1.0)
     assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
 

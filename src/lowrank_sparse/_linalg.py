@@ -44,10 +44,12 @@ def default_chunk_size(n: int, d: int) -> int:
     return users_per_block(n * d)
 
 
-def users_per_block(floats_per_user: int, chunk_size: int | None = None) -> int:
+def users_per_block(floats_per_user: int, chunk_size: int | None = None,
+                    block_floats: int = 1 << 25) -> int:
     """Users per block so that a per-user array of ``floats_per_user`` float64 values
-    (e.g. a d x d Gram matrix) stays about 256 MB per block, and at most ``chunk_size``."""
-    size = max(1, (1 << 25) // max(1, floats_per_user))
+    (e.g. a d x d Gram matrix) stays about ``block_floats`` per block (256 MB), and at
+    most ``chunk_size``."""
+    size = max(1, block_floats // max(1, floats_per_user))
     return size if chunk_size is None else max(1, min(chunk_size, size))
 
 

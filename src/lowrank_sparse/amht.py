@@ -65,19 +65,26 @@ def moment_init(X, y, rank, *, chunk_size=None) -> np.ndarray:
     return top_eigenvectors(M, rank)
 
 
-#: Users per block of :func:`second_moment` are set so that the block's float64 rows
+#: Users per block of :func:`scatter_matrix` are set so that the block's float64 rows
 #: |y_ij| x_ij take about this many floats (1 MB): they stay in cache for the rank-k
 #: update that reads them back.
 MOMENT_BLOCK_FLOATS = 1 << 17
-#: The blocks of :func:`second_moment` are summed into at most this many floats of
+#: The blocks of :func:`scatter_matrix` are summed into at most this many floats of
 #: partial (d, d) sums (32 MB), one per task.
 MOMENT_PARTIAL_FLOATS = 1 << 22
 
 
 def second_moment(X, y, *, chunk_size=None) -> np.ndarray:
-    """(d, d) (1 / (t n)) sum_ij y_ij^2 x_ij x_ij^T, in one read of X.
+    """(d, d) (1 / (t n)) sum_ij y_ij^2 x_ij x_ij^T, in one read of X
+    (:func:`scatter_matrix`). X: (t, n, d) float32 or float64, y: (t, n)."""
+    t, n, _ = X.shape
+    return scatter_matrix(X, y, chunk_size=chunk_size) / (t * n)
 
-    Per block of users, Z^T Z with Z the rows |y_ij| x_ij in float64 (whatever X's
+
+def scatter_matrix(X, c, *, chunk_size=None) -> np.ndarray:
+    """(d, d) sum_ij c_ij^2 x_ij x_ij^T, in one read of X.
+
+    Per block of users, Z^T Z with Z the rows |c_ij| x_ij in float64 (whatever X's
     storage): a symmetric rank-k update (numpy's matmul calls BLAS syrk for Z^T Z, half
     the flops of a product) while Z is in cache. The blocks are summed into a number of
     partial sums set by (t, n, d) alone, which run as tasks on numba's threads
@@ -87,7 +94,7 @@ def second_moment(X, y, *, chunk_size=None) -> np.ndarray:
     83-121 s = 125-182 passes over X at t=1e5, n=40, d=100, float32 X on the 2-core
     machine at load 4-5; this takes 3.4-4.5 s = 5-7 passes there.) ``chunk_size``
     bounds the users per block.
-    X: (t, n, d) float32 or float64, y: (t, n).
+    X: (t, n, d) float32 or float64, c: (t, n).
     """
     from ._kernels import _on_threads
 
@@ -100,20 +107,20 @@ def second_moment(X, y, *, chunk_size=None) -> np.ndarray:
     # Part p sums the blocks [p n_blocks / n_parts, (p + 1) n_blocks / n_parts).
     bounds = [(p * n_blocks // n_parts) * block for p in range(n_parts)] + [t]
     partial = np.zeros((n_parts, d, d))
-    abs_y = np.abs(y)
+    abs_c = np.abs(c)
 
     def sum_parts(first, stride):
         rows = np.empty((block, n, d))
         for p in range(first, n_parts, stride):
             for lo in range(bounds[p], bounds[p + 1], block):
                 hi = min(lo + block, bounds[p + 1])
-                Z = np.multiply(X[lo:hi], abs_y[lo:hi, :, None],
+                Z = np.multiply(X[lo:hi], abs_c[lo:hi, :, None],
                                 out=rows[:hi - lo]).reshape(-1, d)
                 partial[p] += Z.T @ Z
 
     with single_threaded_blas(True):
         _on_threads(sum_parts, n_parts, X.size)
-    return partial.sum(axis=0) / (t * n)
+    return partial.sum(axis=0)
 
 
 def top_eigenvectors(M, rank) -> np.ndarray:

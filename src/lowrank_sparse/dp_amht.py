@@ -17,7 +17,10 @@ user's own contribution; only this invariant makes the clip bound the sensitivit
 sum (one added user cannot change the others' contributions). It holds by construction:
 
 - ``_user_*`` functions are what a user computes from the public U and its own data: its
-  moment matrix, its gradient and Gram contributions; the local step
+  moment matrix, its gradient and Gram contributions (as
+  :class:`lowrank_sparse.privacy.Contributions`, whose rows need not be formed: the
+  mechanism asks for each user's norm and for the sum weighted by each user's clip
+  factor); the local step
   (:func:`lowrank_sparse.alternating.alternate` with ``cross_user_restarts=False``)
   restarts every user and each keeps its best start by its own residual;
 - ``_server_*`` functions see only noisy sums and public quantities (d, r, n, the clip
@@ -48,10 +51,11 @@ import numpy as np
 from ._linalg import default_chunk_size, user_chunks, users_per_block
 from ._validation import check_int, check_positive, check_rank_sparsity, check_xy
 from .alternating import FitResult, alternate
-from .amht import top_eigenvectors
+from .amht import MOMENT_BLOCK_FLOATS, scatter_matrix, top_eigenvectors
 from .local import check_backend
-from .privacy import (NEIGHBOURING_RELATION, GaussianSumMechanism, PrivacyReport,
-                      calibrate_noise_multiplier, check_delta, epsilon_spent)
+from .privacy import (NEIGHBOURING_RELATION, GaussianSumMechanism, OuterProducts,
+                      PrivacyReport, calibrate_noise_multiplier, check_delta, epsilon_spent,
+                      row_norms)
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +114,67 @@ def default_clip_bounds(d, n, y_scale) -> dict:
 
 # ---------------------------------------------------------------- user side (private)
 
-def _user_moments(X, y):
-    """(t, d*d) each user's (1/n) sum_j y_j^2 x_j x_j^T, flattened."""
-    t, n, d = X.shape
-    Xy = X * np.abs(y)[..., None]
-    return (Xy.transpose(0, 2, 1) @ Xy).reshape(t, d * d) / n
+@dataclass(frozen=True)
+class _UserMoments:
+    """Each user's M_i = (1/n) sum_j y_ij^2 x_ij x_ij^T (d x d, flattened) as
+    :class:`lowrank_sparse.privacy.Contributions`, without forming the t d^2 floats.
+
+    With Z_i = diag(|y_i|) X_i / sqrt(n), M_i = Z_i^T Z_i, whose Frobenius norm is that
+    of the n x n Z_i Z_i^T (both are sqrt(tr (Z_i^T Z_i)^2)): n^2 d flops per user
+    instead of n d^2. The weighted sum sum_i w_i M_i is one scatter matrix of the rows
+    sqrt(w_i / n) |y_ij| x_ij (:func:`lowrank_sparse.amht.scatter_matrix`): one read of
+    X, and a user with weight 0 has rows of exact zeros.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    chunk_size: int | None = None
+
+    @property
+    def n_users(self) -> int:
+        return self.X.shape[0]
+
+    def _factors(self, sl):
+        """Z_i of the users ``sl`` in float64: (users, n, d)."""
+        return self.X[sl] * (np.abs(self.y[sl]) / np.sqrt(self.X.shape[1]))[:, :, None]
+
+    def norms(self) -> np.ndarray:
+        t, n, d = self.X.shape
+        norms = np.empty(t)
+        # Blocks of ~1 MB of Z, which the product reads back from cache.
+        for sl in user_chunks(t, users_per_block(n * d, self.chunk_size,
+                                                 MOMENT_BLOCK_FLOATS)):
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow: norm inf
+                Z = self._factors(sl)
+                small = Z @ Z.transpose(0, 2, 1) if n <= d else Z.transpose(0, 2, 1) @ Z
+            norms[sl] = row_norms(small.reshape(small.shape[0], -1))
+        return norms
+
+    def weighted_sum(self, weights) -> np.ndarray:
+        c = np.abs(self.y) * np.sqrt(weights / self.X.shape[1])[:, None]
+        return scatter_matrix(self.X, c, chunk_size=self.chunk_size).ravel()
+
+    def rows(self) -> np.ndarray:
+        Z = self._factors(slice(None))
+        return (Z.transpose(0, 2, 1) @ Z).reshape(self.n_users, -1)
 
 
-def _user_gradients(fit):
+def _user_moments(X, y, chunk_size=None) -> _UserMoments:
+    """Each user's (1/n) sum_j y_j^2 x_j x_j^T: (t, d*d) contributions."""
+    return _UserMoments(X, y, chunk_size)
+
+
+def _user_gradients(fit) -> OuterProducts:
     """(t, d*r) G_i = X_i^T res_i w_i^T with res_i = y_i - X_i (U w_i + b_i) the local
     step's residual at the current U (its correlations X_i^T res_i come with the local
     fit): minus the gradient of the user's squared loss in U (the negative
     half-gradient)."""
-    return (fit.residual_correlations[:, :, None] * fit.W[:, None, :]).reshape(
-        fit.W.shape[0], -1)
+    return OuterProducts(fit.residual_correlations, fit.W)
 
 
-def _user_grams(fit):
+def _user_grams(fit) -> OuterProducts:
     """(t, r*r) w_i w_i^T, flattened."""
-    return (fit.W[:, :, None] * fit.W[:, None, :]).reshape(fit.W.shape[0], -1)
+    return OuterProducts(fit.W, fit.W)
 
 
 # ---------------------------------------------------------------- server side (public)
@@ -302,17 +348,10 @@ def _private_fit(X, y, settings: _Settings, mechanism: GaussianSumMechanism):
     rank, clip = settings.rank, settings.clip
     chunk_size = settings.chunk_size or default_chunk_size(n, d)
 
-    def release(name, iteration, user_fn, bound, floats_per_user):
-        # Blocks sized by the per-user rows (d^2 for the moments), so the clipping
-        # temporaries stay ~256 MB each (a d^2 row per user of a whole chunk of X was
-        # 1.3 GB per copy at d=100 and took the t=1e6 fit to 22 GiB).
-        blocks = user_chunks(t, users_per_block(floats_per_user, chunk_size))
-        return mechanism.release(name, iteration, (user_fn(sl) for sl in blocks), bound)
-
     s = mechanism.noise_multiplier
     start = time.perf_counter()
-    U0 = _server_init(release("init", 0, lambda sl: _user_moments(X[sl], y[sl]),
-                              clip["init"], d * d), d, rank)
+    U0 = _server_init(mechanism.release("init", 0, _user_moments(X, y, chunk_size),
+                                        clip["init"]), d, rank)
     logger.info("DP-AMHT-LRS: t=%d users, n=%d, d=%d, X %s; initial subspace released in "
                 "%.1f s", t, n, d, X.dtype, time.perf_counter() - start)
     gram_floor = max(s * clip["gram"] * 2 * np.sqrt(rank), 1e-12)
@@ -320,10 +359,8 @@ def _private_fit(X, y, settings: _Settings, mechanism: GaussianSumMechanism):
 
     def noisy_gradient_step(U, Xb, fit, changes):
         it = len(changes) + 1
-        grad = release("gradient", it, lambda sl: _user_gradients(fit.users(sl)),
-                       clip["grad"], d * rank)
-        gram = release("gram", it, lambda sl: _user_grams(fit.users(sl)), clip["gram"],
-                       rank * rank)
+        grad = mechanism.release("gradient", it, _user_gradients(fit), clip["grad"])
+        gram = mechanism.release("gram", it, _user_grams(fit), clip["gram"])
         U_new, gram_min = _server_step(U, grad, gram, n, gram_floor)
         noise_sine = grad_noise / (n * max(gram_min, gram_floor))
         return U_new, {"gram_min_eigenvalue": gram_min, "noise_sine": noise_sine}

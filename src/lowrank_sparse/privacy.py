@@ -26,6 +26,7 @@ audits, not a cryptographically secure source for a deployment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -65,44 +66,123 @@ class PrivacyReport:
     warnings: tuple
 
 
-def clip_rows(V: np.ndarray, bound: float) -> np.ndarray:
-    """Scale every row of V (t, m) to L2 norm at most ``bound``.
+#: Contributions are clipped to (1 - CLIP_MARGIN) times the bound, so that the rounding of
+#: a norm as computed (relative error ~(m + n) 1e-16 for the contributions here, below
+#: 1e-10 up to sizes of 1e4 x 1e4) cannot leave one above the bound.
+CLIP_MARGIN = 1e-9
 
-    Norms are computed after scaling by the row's largest entry, so huge values do not
-    overflow; a row with a non-finite entry (an overflow upstream) is zeroed, which is
-    within the bound too.
+
+class Contributions(Protocol):
+    """t per-user contributions to a sum, rows of m floats, that need not exist as rows.
+
+    The privacy of a release rests on two properties each implementation must have
+    (tested for each in tests/test_privacy.py): ``norms()[i]`` is the L2 norm of row i
+    (to a relative error far below :data:`CLIP_MARGIN`; inf where it overflows), and
+    ``weighted_sum(w)`` is sum_i w_i row_i, in which a user with weight 0 contributes
+    exactly nothing. ``rows()`` forms the rows (for audits).
+    """
+
+    n_users: int
+
+    def norms(self) -> np.ndarray: ...
+
+    def weighted_sum(self, weights: np.ndarray) -> np.ndarray: ...
+
+    def rows(self) -> np.ndarray: ...
+
+
+def row_norms(V: np.ndarray) -> np.ndarray:
+    """L2 norms of the rows of V (t, m); inf for a row with a non-finite entry.
+
+    Rows whose sum of squares over- or underflows (entries beyond ~1e150 or below
+    ~1e-145) are scaled by their largest entry first, so their norms are exact too.
     """
     V = np.asarray(V, dtype=np.float64)
-    finite = np.all(np.isfinite(V), axis=1)
-    V = np.where(finite[:, None], V, 0.0)
-    peak = np.max(np.abs(V), axis=1, initial=0.0)
-    safe_peak = np.where(peak > 0, peak, 1.0)
-    norm = safe_peak * np.linalg.norm(V / safe_peak[:, None], axis=1)
-    # bound / norm only matters where norm > bound; elsewhere it may overflow, harmlessly.
-    with np.errstate(over="ignore"):
-        scale = np.where(norm > bound, bound / np.where(norm > 0, norm, 1.0), 1.0)
-    clipped = V * scale[:, None]
-    # Rounding can leave a scaled row a hair above the bound; shrink it onto the bound.
-    over = np.linalg.norm(clipped, axis=1) > bound
-    clipped[over] *= (1 - 1e-12)
-    return clipped
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", V, V)
+    norm = np.sqrt(squares)
+    # A finite sum of non-negative terms did not overflow; above 1e-290, what underflowed
+    # is below 1e-18 of it.
+    redo = ~((squares >= 1e-290) & (squares <= np.finfo(float).max))
+    if redo.any():
+        W = V[redo]
+        with np.errstate(invalid="ignore", over="ignore"):
+            peak = np.max(np.abs(W), axis=1, initial=0.0)
+            safe_peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+            norm[redo] = safe_peak * np.linalg.norm(W / safe_peak[:, None], axis=1)
+    return np.where(np.isfinite(norm), norm, np.inf)
 
 
-def count_clipped(V: np.ndarray, bound: float) -> int:
-    """How many rows of V clipping changes. NOT private (an exact count over users):
-    for diagnostics only."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = np.linalg.norm(np.asarray(V, dtype=np.float64), axis=1)
-    return int(np.sum(~(norm <= bound)))
+def clip_weights(norms: np.ndarray, bound: float) -> np.ndarray:
+    """Per-user factors that clip contributions with these L2 ``norms`` to ``bound``:
+    min(1, bound (1 - CLIP_MARGIN) / norm), and 0 (the contribution dropped, which is
+    within the bound too) where that factor is not a normal float: a norm that
+    overflowed, or one so large that the factor would lose its precision."""
+    norms = np.asarray(norms, dtype=np.float64)
+    target = bound * (1 - CLIP_MARGIN)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        weights = np.where(norms <= target, 1.0, target / norms)
+    return np.where(weights >= np.finfo(float).tiny, weights, 0.0)  # also NaN -> 0
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Contributions given as explicit rows V (t, m)."""
+
+    V: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return self.V.shape[0]
+
+    def norms(self) -> np.ndarray:
+        return row_norms(self.V)
+
+    def weighted_sum(self, weights) -> np.ndarray:
+        keep = weights > 0
+        return weights[keep] @ np.asarray(self.V, dtype=np.float64)[keep]
+
+    def rows(self) -> np.ndarray:
+        return np.asarray(self.V, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class OuterProducts:
+    """Contributions u_i v_i^T (flattened, a x b) from left (t, a) and right (t, b): their
+    norms are ||u_i|| ||v_i||, their weighted sum one (a, t) x (t, b) product, and no
+    (t, a b) array is formed."""
+
+    left: np.ndarray
+    right: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return self.left.shape[0]
+
+    def norms(self) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = row_norms(self.left) * row_norms(self.right)
+        return np.where(np.isfinite(norm), norm, np.inf)
+
+    def weighted_sum(self, weights) -> np.ndarray:
+        left, right = self.left, self.right
+        if not np.all(weights > 0):  # dropped users may hold non-finite values
+            keep = weights > 0
+            left, right, weights = left[keep], right[keep], weights[keep]
+        return ((left * weights[:, None]).T @ right).ravel()
+
+    def rows(self) -> np.ndarray:
+        return (self.left[:, :, None] * self.right[:, None, :]).reshape(self.n_users, -1)
 
 
 @dataclass
 class GaussianSumMechanism:
     """Releases noisy sums of clipped per-user contributions and keeps their ledger.
 
-    ``release(name, iteration, blocks, clip)`` clips every user's row to ``clip``, sums,
-    adds N(0, (noise_multiplier * clip)^2) per entry from ``rng`` and appends a
-    :class:`Release` to ``releases``: noising and accounting are one step.
+    ``release(name, iteration, contributions, clip)`` clips every user's contribution to
+    L2 norm ``clip`` (:func:`clip_weights`), sums, adds N(0, (noise_multiplier *
+    clip)^2) per entry from ``rng`` and appends a :class:`Release` to ``releases``:
+    noising and accounting are one step.
 
     For audits (:func:`sensitivity_audit`): ``record=True`` keeps every release's
     pre-noise sum, clipped rows and noisy value in ``transcript``; ``replay`` (a transcript)
@@ -119,17 +199,14 @@ class GaussianSumMechanism:
     #: NOT private: per release, how many users' contributions were clipped (diagnostic)
     n_clipped: list = field(default_factory=list)
 
-    def release(self, name: str, iteration: int, blocks, clip: float) -> np.ndarray:
-        """Noisy sum of the clipped rows of ``blocks`` (an iterable of (t_chunk, m)
-        per-user contributions, so all users' rows need not exist at once): (m,)."""
-        presum, rows, n_clipped = None, [], 0
-        for block in blocks:
-            clipped = clip_rows(block, clip)
-            part = clipped.sum(axis=0)
-            presum = part if presum is None else presum + part
-            n_clipped += count_clipped(block, clip)
-            if self.record:
-                rows.append(clipped)
+    def release(self, name: str, iteration: int, contributions: Contributions,
+                clip: float) -> np.ndarray:
+        """Noisy sum of the clipped ``contributions`` (:class:`Contributions`; an array
+        of rows is taken as :class:`Rows`): (m,)."""
+        if isinstance(contributions, np.ndarray):
+            contributions = Rows(contributions)
+        weights = clip_weights(contributions.norms(), clip)
+        presum = contributions.weighted_sum(weights)
         j = len(self.releases)
         if self.replay is not None:
             if j >= len(self.replay) or self.replay[j]["name"] != name:
@@ -142,11 +219,13 @@ class GaussianSumMechanism:
         else:
             noisy = presum
         self.releases.append(Release(name, iteration, float(clip), self.noise_multiplier))
-        self.n_clipped.append(n_clipped)
+        self.n_clipped.append(int(np.sum(weights < 1)))
         if self.record:
+            with np.errstate(invalid="ignore"):
+                clipped = contributions.rows() * weights[:, None]
             self.transcript.append({"name": name, "iteration": iteration, "clip": float(clip),
                                     "presum": presum, "noisy": noisy,
-                                    "rows": np.concatenate(rows)})
+                                    "rows": np.where(weights[:, None] > 0, clipped, 0.0)})
         return noisy
 
 
