@@ -188,6 +188,9 @@ def _contributions(kind, rng, extreme):
     if kind == "moments n > d":
         X = rng.standard_normal((t, 2 * d, d)) * np.sqrt(big)[:, None, None]
         return dp_amht._user_moments(X, rng.standard_normal((t, 2 * d)), chunk_size=2)
+    if kind == "moments float32":  # float32 storage, float64 arithmetic (within its range)
+        X = (rng.standard_normal((t, n, d)) * np.sqrt(big)[:, None, None] ** 0.3)
+        return dp_amht._user_moments(X.astype(np.float32), rng.standard_normal((t, n)))
     if kind == "outer":
         return privacy.OuterProducts(rng.standard_normal((t, d)) * big[:, None],
                                      rng.standard_normal((t, r)))
@@ -195,7 +198,8 @@ def _contributions(kind, rng, extreme):
 
 
 @pytest.mark.parametrize("extreme", [False, True])
-@pytest.mark.parametrize("kind", ["moments", "moments n > d", "outer", "rows"])
+@pytest.mark.parametrize("kind", ["moments", "moments n > d", "moments float32", "outer",
+                                  "rows"])
 def test_every_kind_of_contribution_has_its_rows_norms_and_sums(kind, extreme):
     """What the mechanism's guarantee needs of a Contributions: its norms are the norms
     of its rows, its weighted sum is the weighted sum of its rows (user i's row times
@@ -221,6 +225,42 @@ def test_every_kind_of_contribution_has_its_rows_norms_and_sums(kind, extreme):
     clipped = rows * privacy.clip_weights(contributions.norms(), bound)[:, None]
     assert np.all(np.linalg.norm(clipped, axis=1) <= bound)
     assert np.sum(np.linalg.norm(clipped, axis=1) >= bound * (1 - 2e-9)) >= 3
+
+
+@pytest.mark.parametrize("bound,v", [(2.5e-16, 1e308), (1e-12, 1.23e308), (1e-8, 1.7e308)])
+def test_an_outer_product_whose_weighted_factor_is_subnormal_stays_within_the_bound(bound, v):
+    """w_i ||u_i|| ~ bound / ||v_i|| falls below the normal floats, whose rounding is
+    coarse: folded into u_i it rounded realized contributions up to 1.98x the bound
+    (review of the change); flushed to 0 it cannot."""
+    norms = []
+    for vv in np.geomspace(v / 50, v, 400):
+        outer = privacy.OuterProducts(np.array([[1e-20]]), np.array([[vv]]))
+        weights = privacy.clip_weights(outer.norms(), bound)
+        norms.append(np.linalg.norm(outer.weighted_sum(weights)))
+    assert max(norms) <= bound
+
+
+@pytest.mark.parametrize("bound", [1e-30, 1e-24])
+def test_a_moment_whose_sample_factor_is_subnormal_stays_within_the_bound(bound):
+    """y = 1e-172, x ~ 1e300: the factor |y| sqrt(w / n) is subnormal (it rounded
+    realized contributions up to 1.74x the bound before it was flushed)."""
+    norms = []
+    for x in np.geomspace(1e300, 1.7e308, 400):
+        moments = dp_amht._user_moments(np.array([[[x]]]), np.array([[1e-172]]))
+        weights = privacy.clip_weights(moments.norms(), bound)
+        norms.append(np.linalg.norm(moments.weighted_sum(weights)))
+    assert max(norms) <= bound
+
+
+@pytest.mark.parametrize("bound", [np.inf, 1e101, 1e-101, 0.0, np.nan])
+def test_clip_bounds_far_from_float_limits_are_required(bound):
+    """An infinite bound let an overflowed (inf-norm) user through (NaN in the release
+    says that user is there); bounds near the limits lose the margin to rounding."""
+    with pytest.raises(ValueError, match="bound must be"):
+        privacy.clip_weights(np.array([1.0, np.inf]), bound)
+    with pytest.raises(ValueError, match="bound must be"):
+        privacy.GaussianSumMechanism(1.0, np.random.default_rng(0)).release(
+            "x", 0, np.ones((2, 3)), bound)
 
 
 @pytest.mark.parametrize("kind", ["moments", "outer", "rows"])
@@ -572,7 +612,10 @@ def test_utility_improves_with_epsilon_and_approaches_non_private():
     ({"delta": 1e-310}, "delta must be >= 2.23e-308 .*; got 1e-310"),
     ({"clip_grad": 0.0}, "clip_grad must be > 0; got 0.0"),
     ({"clip_init": -2.0}, "clip_init must be > 0; got -2.0"),
-    ({"clip_gram": np.inf}, "clip_gram must be finite; got inf"),
+    ({"clip_gram": np.inf}, r"clip_gram must be in \[1e-100, 1e\+100\] .*; got inf"),
+    ({"clip_grad": 1e-120}, r"clip_grad must be in \[1e-100, 1e\+100\] .*; got 1e-120"),
+    ({"y_scale": 1e200}, r"clip_init \(the default from y_scale=1e\+200\) must be in"),
+    ({"y_scale": 1e-60}, r"clip_init \(the default from y_scale=1e-60\) must be in"),
 ])
 def test_bad_privacy_parameters(kwargs, message):
     problem, data = make_instance(d=10, t=20, r=2, k=1, n=8, seed=4)

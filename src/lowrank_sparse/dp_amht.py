@@ -54,8 +54,8 @@ from .alternating import FitResult, alternate
 from .amht import MOMENT_BLOCK_FLOATS, scatter_matrix, top_eigenvectors
 from .local import check_backend
 from .privacy import (NEIGHBOURING_RELATION, GaussianSumMechanism, OuterProducts,
-                      PrivacyReport, calibrate_noise_multiplier, check_delta, epsilon_spent,
-                      row_norms)
+                      PrivacyReport, calibrate_noise_multiplier, check_clip, check_delta,
+                      epsilon_spent, flush_subnormals, row_norms)
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class _UserMoments:
 
     With Z_i = diag(|y_i|) X_i / sqrt(n), M_i = Z_i^T Z_i, whose Frobenius norm is that
     of the n x n Z_i Z_i^T (both are sqrt(tr (Z_i^T Z_i)^2)): n^2 d flops per user
-    instead of n d^2. The weighted sum sum_i w_i M_i is one scatter matrix of the rows
+    instead of n d^2 (for n > d, Z_i^T Z_i itself). The weighted sum sum_i w_i M_i is one scatter matrix of the rows
     sqrt(w_i / n) |y_ij| x_ij (:func:`lowrank_sparse.amht.scatter_matrix`): one read of
     X, and a user with weight 0 has rows of exact zeros.
     """
@@ -152,7 +152,10 @@ class _UserMoments:
 
     def weighted_sum(self, weights) -> np.ndarray:
         c = np.abs(self.y) * np.sqrt(weights / self.X.shape[1])[:, None]
-        return scatter_matrix(self.X, c, chunk_size=self.chunk_size).ravel()
+        # A subnormal c_ij (tiny y_ij, huge x_ij) has fewer significant bits; flushed, its
+        # term c_ij^2 x_ij x_ij^T (positive semidefinite) is dropped: ||M_i|| can only
+        # shrink.
+        return scatter_matrix(self.X, flush_subnormals(c), chunk_size=self.chunk_size).ravel()
 
     def rows(self) -> np.ndarray:
         Z = self._factors(slice(None))
@@ -327,10 +330,13 @@ def _settings(X, rank, sparsity, epsilon, delta, *, n_iter=10, y_scale=2.0, clip
     delta = check_delta(delta)
     n_iter = check_int("n_iter", n_iter, low=1)
     y_scale = check_positive("y_scale", y_scale)
-    clip = default_clip_bounds(d, n, y_scale)
+    with np.errstate(over="ignore", under="ignore"):
+        defaults = default_clip_bounds(d, n, np.float64(y_scale))
+    clip = {}
     for key, value in (("init", clip_init), ("grad", clip_grad), ("gram", clip_gram)):
-        if value is not None:
-            clip[key] = check_positive(f"clip_{key}", value)
+        clip[key] = (check_clip(f"clip_{key}", value) if value is not None else
+                     check_clip(f"clip_{key} (the default from y_scale={y_scale:g})",
+                                float(defaults[key])))
     return _Settings(
         rank=rank, sparsity=sparsity, epsilon=epsilon, delta=delta,
         noise_multiplier=calibrate_noise_multiplier(epsilon, delta, 1 + 2 * n_iter),

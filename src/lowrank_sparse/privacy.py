@@ -70,6 +70,31 @@ class PrivacyReport:
 #: a norm as computed (relative error ~(m + n) 1e-16 for the contributions here, below
 #: 1e-10 up to sizes of 1e4 x 1e4) cannot leave one above the bound.
 CLIP_MARGIN = 1e-9
+#: Clip bounds must lie in this range: far from float64's limits, so that what underflows
+#: in a clipped contribution (terms below the smallest normal float, ~2e-308) is far
+#: below the margin, and t contributions at the bound cannot overflow.
+CLIP_RANGE = (1e-100, 1e100)
+#: Scaled factors below this are flushed to zero: a subnormal float has fewer significant
+#: bits, so a weight folded into one could round a contribution above its bound.
+SMALLEST_NORMAL = float(np.finfo(float).tiny)
+
+
+def check_clip(name: str, value) -> float:
+    """A clip bound: a real number in :data:`CLIP_RANGE`, or ValueError naming ``name``."""
+    from ._validation import check_positive
+
+    value = check_positive(name, value, allow_inf=True)
+    low, high = CLIP_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}] (far from float64's "
+                         f"limits, where clipping would lose its precision); got {value!r}")
+    return value
+
+
+def flush_subnormals(a: np.ndarray) -> np.ndarray:
+    """a with entries of magnitude below :data:`SMALLEST_NORMAL` set to 0, in place."""
+    a[np.abs(a) < SMALLEST_NORMAL] = 0.0
+    return a
 
 
 class Contributions(Protocol):
@@ -79,7 +104,10 @@ class Contributions(Protocol):
     (tested for each in tests/test_privacy.py): ``norms()[i]`` is the L2 norm of row i
     (to a relative error far below :data:`CLIP_MARGIN`; inf where it overflows), and
     ``weighted_sum(w)`` is sum_i w_i row_i, in which a user with weight 0 contributes
-    exactly nothing. ``rows()`` forms the rows (for audits).
+    exactly nothing and no user's realized term has a norm above w_i norms()[i] by more
+    than rounding: where a weight is folded into a factor of the row, a factor that
+    becomes subnormal is flushed to 0 (:func:`flush_subnormals`), which may only shrink
+    the term. ``rows()`` forms the rows (for audits).
     """
 
     n_users: int
@@ -119,10 +147,10 @@ def clip_weights(norms: np.ndarray, bound: float) -> np.ndarray:
     within the bound too) where that factor is not a normal float: a norm that
     overflowed, or one so large that the factor would lose its precision."""
     norms = np.asarray(norms, dtype=np.float64)
-    target = bound * (1 - CLIP_MARGIN)
+    target = check_clip("bound", bound) * (1 - CLIP_MARGIN)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         weights = np.where(norms <= target, 1.0, target / norms)
-    return np.where(weights >= np.finfo(float).tiny, weights, 0.0)  # also NaN -> 0
+    return np.where(weights >= SMALLEST_NORMAL, weights, 0.0)  # inf norm: 0; NaN: 0
 
 
 @dataclass(frozen=True)
@@ -169,7 +197,9 @@ class OuterProducts:
         if not np.all(weights > 0):  # dropped users may hold non-finite values
             keep = weights > 0
             left, right, weights = left[keep], right[keep], weights[keep]
-        return ((left * weights[:, None]).T @ right).ravel()
+        # w_i u_i may fall below the normal range where ||v_i|| is huge: flushed, it
+        # can only shrink ||w_i u_i|| ||v_i||.
+        return (flush_subnormals(left * weights[:, None]).T @ right).ravel()
 
     def rows(self) -> np.ndarray:
         return (self.left[:, :, None] * self.right[:, None, :]).reshape(self.n_users, -1)
