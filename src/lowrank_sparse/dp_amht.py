@@ -121,9 +121,10 @@ class _UserMoments:
 
     With Z_i = diag(|y_i|) X_i / sqrt(n), M_i = Z_i^T Z_i, whose Frobenius norm is that
     of the n x n Z_i Z_i^T (both are sqrt(tr (Z_i^T Z_i)^2)): n^2 d flops per user
-    instead of n d^2 (for n > d, Z_i^T Z_i itself). The weighted sum sum_i w_i M_i is one scatter matrix of the rows
-    sqrt(w_i / n) |y_ij| x_ij (:func:`lowrank_sparse.amht.scatter_matrix`): one read of
-    X, and a user with weight 0 has rows of exact zeros.
+    instead of n d^2 (for n > d, Z_i^T Z_i itself). The weighted sum sum_i w_i M_i is
+    one scatter matrix of the rows sqrt(w_i / n) |y_ij| x_ij
+    (:func:`lowrank_sparse.amht.scatter_matrix`): one read of X, and a user with weight
+    0 has rows of exact zeros.
     """
 
     X: np.ndarray
@@ -155,7 +156,8 @@ class _UserMoments:
         # A subnormal c_ij (tiny y_ij, huge x_ij) has fewer significant bits; flushed, its
         # term c_ij^2 x_ij x_ij^T (positive semidefinite) is dropped: ||M_i|| can only
         # shrink.
-        return scatter_matrix(self.X, flush_subnormals(c), chunk_size=self.chunk_size).ravel()
+        return scatter_matrix(self.X, flush_subnormals(c), chunk_size=self.chunk_size
+                              ).ravel()
 
     def rows(self) -> np.ndarray:
         Z = self._factors(slice(None))
