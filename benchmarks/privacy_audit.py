@@ -45,8 +45,7 @@ class UnclippedMechanism(privacy.GaussianSumMechanism):
     clipped (so one user's influence is unbounded)."""
 
     def release(self, name, iteration, contributions, clip):
-        if isinstance(contributions, np.ndarray):
-            contributions = privacy.Rows(contributions)
+        contributions = privacy.as_contributions(contributions)
         presum = contributions.weighted_sum(np.ones(contributions.n_users))
         self.releases.append(privacy.Release(name, iteration, float(clip),
                                              self.noise_multiplier))

@@ -10,6 +10,7 @@ private history is a function of the releases)."""
 
 import tracemalloc
 import warnings
+import zlib
 
 import dp_accounting
 import numpy as np
@@ -205,7 +206,7 @@ def test_every_kind_of_contribution_has_its_rows_norms_and_sums(kind, extreme):
     of its rows, its weighted sum is the weighted sum of its rows (user i's row times
     user i's weight), a user with weight 0 contributes nothing, and the clipped rows are
     within the bound."""
-    rng = np.random.default_rng(hash(kind) % 1000)
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
     contributions = _contributions(kind, rng, extreme)
     rows = contributions.rows()
     assert rows.shape[0] == contributions.n_users == 7 and np.all(np.isfinite(rows))
@@ -240,6 +241,46 @@ def test_an_outer_product_whose_weighted_factor_is_subnormal_stays_within_the_bo
     assert max(norms) <= bound
 
 
+@pytest.mark.parametrize("big,small,bound", [
+    (1.7e308, [5e-324, 5e-324], 1e-16), (1e300, [1.5e-323, 5e-324, 5e-324], 1e-24),
+    (1e300, [1e-318, 1e-321], 1e-20)])
+def test_an_outer_product_with_a_subnormal_factor_norm_stays_within_the_bound(big, small,
+                                                                              bound):
+    """A factor whose norm is itself subnormal (rounded up to ~30% low on the
+    subnormal grid) times a huge one: its norm was taken 1.41x low, so the clip let the
+    contribution through at 1.41x the bound (second review)."""
+    big, small = np.array([[big]]), np.array([small])
+    # ||big|| ||small||, with small's norm taken at a scale where it is normal
+    exact = np.ldexp(big.item() * np.linalg.norm(np.ldexp(small, 1060)), -1060)
+    for left, right in ((big, small), (small, big)):
+        outer = privacy.OuterProducts(left, right)
+        np.testing.assert_allclose(outer.norms(), [exact], rtol=1e-14)
+        weights = privacy.clip_weights(outer.norms(), bound)
+        assert np.linalg.norm(outer.weighted_sum(weights)) <= bound
+
+
+def test_row_norm_factors_keep_a_subnormal_norm_exact():
+    rng = np.random.default_rng(3)
+    W = np.ldexp(rng.standard_normal((4, 6)), -1060)  # subnormal entries (as rounded)
+    scale, rest = privacy._row_norm_factors(W)
+    np.testing.assert_allclose(np.ldexp(scale, 1060) * rest,
+                               np.linalg.norm(np.ldexp(W, 1060), axis=1), rtol=1e-14)
+
+
+def test_a_moment_weight_near_the_smallest_normal_keeps_its_precision():
+    """sqrt(w / n) with w ~ 4e-308 and n = 1e6 passed through the subnormals (w / n ~
+    4e-314: ~33 bits), an error of ~1e-10 of the contribution; sqrt(w) / sqrt(n) has
+    none (second review: above the bound at n = 1e7)."""
+    n = 10 ** 6
+    rng = np.random.default_rng(4)
+    X = 1e100 * (1 + rng.random((1, n, 1)))
+    y = 1 + rng.random((1, n))
+    moments = dp_amht._user_moments(X, y)
+    weights = np.array([4e-308])
+    np.testing.assert_allclose(moments.weighted_sum(weights), weights[0] * moments.rows()[0],
+                               rtol=1e-12)
+
+
 @pytest.mark.parametrize("bound", [1e-30, 1e-24])
 def test_a_moment_whose_sample_factor_is_subnormal_stays_within_the_bound(bound):
     """y = 1e-172, x ~ 1e300: the factor |y| sqrt(w / n) is subnormal (it rounded
@@ -258,7 +299,7 @@ def test_clip_bounds_far_from_float_limits_are_required(bound):
     says that user is there); bounds near the limits lose the margin to rounding."""
     with pytest.raises(ValueError, match="bound must be"):
         privacy.clip_weights(np.array([1.0, np.inf]), bound)
-    with pytest.raises(ValueError, match="bound must be"):
+    with pytest.raises(ValueError, match="clip must be"):
         privacy.GaussianSumMechanism(1.0, np.random.default_rng(0)).release(
             "x", 0, np.ones((2, 3)), bound)
 

@@ -47,8 +47,8 @@ def default_chunk_size(n: int, d: int) -> int:
 def users_per_block(floats_per_user: int, chunk_size: int | None = None,
                     block_floats: int = 1 << 25) -> int:
     """Users per block so that a per-user array of ``floats_per_user`` float64 values
-    (e.g. a d x d Gram matrix) stays about ``block_floats`` per block (256 MB), and at
-    most ``chunk_size``."""
+    (e.g. a d x d Gram matrix) stays about ``block_floats`` per block (by default 2^25:
+    256 MB), and at most ``chunk_size``."""
     size = max(1, block_floats // max(1, floats_per_user))
     return size if chunk_size is None else max(1, min(chunk_size, size))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._linalg import default_chunk_size, worth_threads
+from ._linalg import default_chunk_size, users_per_block, worth_threads
 from ._validation import (check_int, check_positive, check_rank_sparsity, check_subspace,
                           check_xy, in_unit_scale)
 from .alternating import ConvergenceWarning, FitResult, alternate
@@ -65,9 +65,9 @@ def moment_init(X, y, rank, *, chunk_size=None) -> np.ndarray:
     return top_eigenvectors(M, rank)
 
 
-#: Users per block of :func:`scatter_matrix` are set so that the block's float64 rows
-#: |y_ij| x_ij take about this many floats (1 MB): they stay in cache for the rank-k
-#: update that reads them back.
+#: Users per block of :func:`scatter_matrix` (and of the private fit's per-user moment
+#: norms) are set so that the block's float64 rows |y_ij| x_ij take about this many
+#: floats (1 MB): they stay in cache for the product that reads them back.
 MOMENT_BLOCK_FLOATS = 1 << 17
 #: The blocks of :func:`scatter_matrix` are summed into at most this many floats of
 #: partial (d, d) sums (32 MB), one per task.
@@ -99,9 +99,7 @@ def scatter_matrix(X, c, *, chunk_size=None) -> np.ndarray:
     from ._kernels import _on_threads
 
     t, n, d = X.shape
-    block = max(1, MOMENT_BLOCK_FLOATS // (n * d))
-    if chunk_size is not None:
-        block = min(block, chunk_size)
+    block = users_per_block(n * d, chunk_size, MOMENT_BLOCK_FLOATS)
     n_blocks = -(-t // block)
     n_parts = max(1, min(n_blocks, MOMENT_PARTIAL_FLOATS // (d * d)))
     # Part p sums the blocks [p n_blocks / n_parts, (p + 1) n_blocks / n_parts).

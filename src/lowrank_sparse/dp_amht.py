@@ -152,7 +152,8 @@ class _UserMoments:
         return norms
 
     def weighted_sum(self, weights) -> np.ndarray:
-        c = np.abs(self.y) * np.sqrt(weights / self.X.shape[1])[:, None]
+        # sqrt(w) / sqrt(n), not sqrt(w / n): w / n may be subnormal where w is tiny.
+        c = np.abs(self.y) * (np.sqrt(weights) / np.sqrt(self.X.shape[1]))[:, None]
         # A subnormal c_ij (tiny y_ij, huge x_ij) has fewer significant bits; flushed, its
         # term c_ij^2 x_ij x_ij^T (positive semidefinite) is dropped: ||M_i|| can only
         # shrink.
