@@ -1,6 +1,6 @@
 """Where the local step's compiled kernel spends its time, function by function, from a
-sampling profile (Linux ``perf``; this VM has no hardware counters, so the software
-clock ``cpu-clock``).
+sampling profile (Linux ``perf``, Debian's package linux-perf; this VM has no hardware
+counters, so the software clock ``cpu-clock``).
 
     perf record -e cpu-clock -o /tmp/kernels.data python benchmarks/profile_kernels.py
     python benchmarks/profile_kernels.py --report /tmp/kernels.data
