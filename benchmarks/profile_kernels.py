@@ -19,8 +19,9 @@ one core).
 
 A share of samples is not a saving: removing all the reference counting that the profile
 put at 14% of the kernel's samples (NRT_incref / NRT_decref; borrowed views of the work
-arrays, 2026-11-29) changed the kernel's time by +1-2% in 201 alternating pairs
-(``benchmarks/results/lanes.md``). Measure a change by timing it.
+arrays, 2026-11-29) changed the kernel's time by -5% to +2% in runs of 31 to 201
+alternating pairs, +1-2% in the longest (``benchmarks/results/lanes.md``). Measure a
+change by timing it.
 """
 
 from __future__ import annotations
