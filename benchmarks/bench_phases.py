@@ -16,6 +16,14 @@ whose AVX2 peak of 8 per cycle is about 0.3 passes here on one thread); and read
 kept users' X on one thread, the CG operator's floor. One pass:
 ``lowrank_sparse.timing.one_pass_seconds`` (a read of X on numba's threads), medians of
 repeats.
+
+The "X read" column counts the users whose X_i each phase reads from memory, in passes:
+the iteration's memory traffic. Every per-user quantity the U step needs is computed
+while the local step has X_i in cache, and a CG operator application (over the users of
+nonzero weight) needs the sums over all users of the read before it, so it cannot share
+that read: the traffic is at its floor, and what an iteration costs above it is
+arithmetic (issue 15's question whether an iteration can be within 2 passes: only if
+the local step's arithmetic alone, in cache, is well under 2).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import time
 from collections import defaultdict
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -60,9 +69,10 @@ def _median_seconds(run, repeats):
     return float(np.median(times))
 
 
-def _timed_phases(phases):
-    """Wrap the functions each phase runs so that their time adds up in ``phases``."""
-    def wrap(module, name, key_of):
+def _timed_phases(phases, reads):
+    """Wrap the functions each phase runs so that their time adds up in ``phases``, and
+    the number of users whose X_i they read from memory in ``reads``."""
+    def wrap(module, name, key_of, users_read):
         original = getattr(module, name)
 
         def timed(*args, **kwargs):
@@ -71,12 +81,16 @@ def _timed_phases(phases):
                 return original(*args, **kwargs)
             finally:
                 phases[key_of(*args)] += time.perf_counter() - start
+                reads[key_of(*args)] += users_read(*args)
         setattr(module, name, timed)
 
     wrap(_kernels, "fit_users", lambda *a: ("local step, restarts" if a[5].keep_existing
-                                            else "local step, every user"))
-    wrap(global_step, "_apply_compiled", lambda *a: "U step, CG operator")
-    wrap(amht, "_weighted_correlations", lambda *a: "U step, residual")
+                                            else "local step, every user"),
+         lambda *a: len(a[3]))
+    # The operator skips the users of weight 0 (_normal_operator_blocks).
+    wrap(global_step, "_apply_compiled", lambda *a: "U step, CG operator",
+         lambda X, V, W, omega: np.count_nonzero(omega))
+    wrap(amht, "_weighted_correlations", lambda *a: "U step, residual", lambda *a: 0)
 
 
 def main():
@@ -92,12 +106,14 @@ def main():
     ls.local.precompile(("float64",))
     one_pass = timing.one_pass_seconds(X, repeats=args.repeats)
 
-    phases, per_iteration = defaultdict(float), []
-    _timed_phases(phases)
+    phases, reads, per_iteration, reads_per_iteration = defaultdict(float), defaultdict(int), [], []
+    _timed_phases(phases, reads)
 
     def record(it, U):
         per_iteration.append(dict(phases))
+        reads_per_iteration.append(dict(reads))
         phases.clear()
+        reads.clear()
 
     fit = ls.amht_lrs(X, y, r, k, init=ls.moment_init(X, y, r), tol=1e-10,
                       robust=ls.Trimmed(), callback=record)  # as bench_passes.py
@@ -107,14 +123,17 @@ def main():
     print(f"t={args.t:,}, d={d}, n={n}, r={r}, k={k}, X float64: one pass "
           f"{one_pass * 1e3:.1f} ms; {len(steady)} steady-state iterations of {fit.n_iter}, "
           f"CG iterations {np.median(fit.history.cg_iterations[steady]):g} (median)")
-    print("| phase | passes (median) |\n|---|---:|")
+    print("| phase | passes (median) | X read (passes, median) |\n|---|---:|---:|")
     names = ["local step, every user", "local step, restarts", "U step, CG operator",
              "U step, residual"]
+    read = lambda it, name: reads_per_iteration[it].get(name, 0) / args.t
     for name in names:
-        print(f"| {name} | {np.median([per_iteration[it].get(name, 0.0) for it in steady]) / one_pass:.2f} |")
+        print(f"| {name} | {np.median([per_iteration[it].get(name, 0.0) for it in steady]) / one_pass:.2f} "
+              f"| {np.median([read(it, name) for it in steady]):.2f} |")
     rest = [seconds[it] - sum(per_iteration[it].get(name, 0.0) for name in names) for it in steady]
-    print(f"| the rest (Python) | {np.median(rest) / one_pass:.2f} |")
-    print(f"| **iteration** | **{np.median(seconds[steady]) / one_pass:.2f}** |")
+    print(f"| the rest (Python) | {np.median(rest) / one_pass:.2f} | 0 |")
+    print(f"| **iteration** | **{np.median(seconds[steady]) / one_pass:.2f}** | "
+          f"**{np.median([sum(read(it, name) for name in names) for it in steady]):.2f}** |")
 
     # Floors, at the fit's final U and supports.
     support = np.sort(np.argsort(fit.B == 0, axis=1, kind="stable")[:, :k], axis=1)
@@ -137,6 +156,7 @@ def main():
     print("\n| at the final U | passes |\n|---|---:|")
     for label, run in rows:
         print(f"| {label} | {_median_seconds(run, args.repeats) / one_pass:.2f} |")
+    print(f"\n{numba.get_num_threads()} numba threads (the rows marked one thread run on one).")
 
 
 if __name__ == "__main__":
