@@ -110,8 +110,9 @@ OUTPUTS: dict[str, Output] = {output.stem: output for output in [
            "bands: min-max over replicates.",
            sweeps={"total_samples": ()}),
     Output("convergence", "figure", "convergence",
-           "Subspace distance to U* per outer iteration for several noise levels: "
-           "geometric convergence, to machine precision without noise.",
+           "Subspace distance to U* per outer iteration of AMHT-LRS and low-rank only for "
+           "several noise levels (first replicate): AMHT-LRS converges geometrically, to "
+           "machine precision without noise; low-rank only stalls at its bias.",
            sweeps={"convergence": ()}, traces=True),
     Output("privacy", "figure", "privacy",
            "Subspace distance and median test MSE of DP-AMHT-LRS and private low-rank only "
@@ -120,9 +121,9 @@ OUTPUTS: dict[str, Output] = {output.stem: output for output in [
            sweeps={"privacy": ()}),
     Output("runtime", "figure", "runtime",
            "AMHT-LRS time per outer iteration against t and d, log-log with fitted slopes, "
-           "next to the time of one pass over X (the measurements of "
-           "benchmarks/bench_scale.py); noise 0.1, sizes from t n d = 3.2e6 up (an "
-           "iteration takes 15 ms or more), fits run alone in one thread (sweeps marked "
+           "next to the time of one pass over X (measured as benchmarks/bench_scale.py "
+           "does, lowrank_sparse.timing); noise 0.1, sizes from t n d = 3.2e6 up (an "
+           "iteration takes ~10 ms or more), fits run alone in one thread (sweeps marked "
            "timed), so that timer and scheduling noise stay small next to the slope; "
            "wall times, so they vary between runs.",
            sweeps={"runtime_t": ("amht_lrs",), "runtime_d": ("amht_lrs",)}),
