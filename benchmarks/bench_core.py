@@ -1,5 +1,5 @@
 """Speed of AMHT-LRS on one machine: fit time and time per outer iteration against the
-floor of one pass over the data (X_i theta_i for all users; ``lowrank_sparse.timing``).
+floor of one pass over the data (X read once on numba's threads; ``lowrank_sparse.timing``).
 
     python benchmarks/bench_core.py            # both measurements, markdown to stdout
     python benchmarks/bench_core.py --quick    # smaller t, for a smoke run

@@ -1,5 +1,5 @@
 """How the cost of an AMHT-LRS outer iteration grows with t and d, against the floor of
-one pass over the data (X_i theta_i for every user).
+one pass over the data (X read once on numba's threads: ``lowrank_sparse.timing``).
 
     python benchmarks/bench_scale.py                      # t up to 1e5, d up to 500
     python benchmarks/bench_scale.py --t-max 1000000      # adds t = 1e6 (X is 16 GB)
