@@ -112,7 +112,8 @@ OUTPUTS: dict[str, Output] = {output.stem: output for output in [
     Output("convergence", "figure", "convergence",
            "Subspace distance to U* per outer iteration of AMHT-LRS and low-rank only for "
            "several noise levels (first replicate): AMHT-LRS converges geometrically, to "
-           "machine precision without noise; low-rank only stalls at its bias.",
+           "machine precision without noise; low-rank only, which ignores b_i, stalls near "
+           "0.1.",
            sweeps={"convergence": ()}, traces=True),
     Output("privacy", "figure", "privacy",
            "Subspace distance and median test MSE of DP-AMHT-LRS and private low-rank only "
